@@ -1,0 +1,280 @@
+"""The ``llmrepl`` command: arguments, configuration, modes, and exit codes.
+
+``--help`` and ``--version`` are answered before anything heavy is imported; prompt_toolkit
+is imported only for the interactive mode, openai only when the first request is made (or
+in the background while the person types).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import __version__
+
+__all__ = ["main", "build_parser"]
+
+NO_MODEL_HELP = """\
+no model is configured, so messages cannot be answered yet. Set one up in any of these ways:
+  - OpenAI: export OPENAI_API_KEY=sk-...   (or name another variable with model.api_key_env in {config})
+  - any OpenAI-compatible server: llmrepl --base-url http://HOST:PORT/v1   (or model.base_url in the config)
+  - a local server, found by itself on its usual port: Ollama (`ollama serve`, 11434), LM Studio (1234),
+    llama.cpp (`llama-server`, 8080) or vLLM (8000)
+/py CODE and the other commands work meanwhile."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="llmrepl",
+        description="Talk to an LLM that writes Python; you confirm, edit or decline each cell; "
+        "it runs here, in one namespace that persists.",
+        epilog="Standard input that is not a terminal is read as one message or /command per line.",
+    )
+    p.add_argument("-c", dest="command", metavar="MESSAGE", help="send one message, then exit (one-shot)")
+    p.add_argument("-y", "--yes", action="store_true", help="run generated code without asking")
+    p.add_argument("-m", "--model", metavar="NAME", help="model name")
+    p.add_argument("--base-url", metavar="URL", help="any OpenAI-compatible endpoint")
+    p.add_argument("--config", metavar="PATH", help="config file (default: $XDG_CONFIG_HOME/llmrepl/config.toml)")
+    p.add_argument("--resume", nargs="?", const="", metavar="ID", help="continue the last session, or session ID")
+    p.add_argument("--max-steps", type=_positive_int, metavar="N", help="model calls allowed per message (default 6)")
+    p.add_argument("--timeout", type=_non_negative_float, metavar="S", help="time limit for one code cell, 0 = none")
+    p.add_argument("--no-stream", action="store_true", help="wait for whole answers instead of streaming")
+    p.add_argument("--version", action="version", version=f"llmrepl {__version__}")
+    return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+class ModelSetup:
+    """Decides where requests go; probes for a local server in the background when needed."""
+
+    def __init__(self, model: Any, *, api_key: str | None, base_url: str | None, explicit_model: bool,
+                 config_path: str) -> None:
+        self.model = model
+        self.explicit_model = explicit_model
+        self.config_path = config_path
+        self.done = threading.Event()
+        self.message: tuple[str, str] | None = None
+        self._lock = threading.Lock()
+        self._listener: Callable[[str, str], None] | None = None
+        self.configured = bool(api_key or base_url)
+        if self.configured:
+            self.done.set()
+        else:
+            threading.Thread(target=self._probe, name="llmrepl-probe", daemon=True).start()
+
+    def _probe(self) -> None:
+        try:
+            from .probe import find_local_server
+
+            server = find_local_server()
+        except Exception:  # a probe must never take the REPL down
+            server = None
+        if server is not None:
+            self.model.base_url = server.base_url
+            if not self.explicit_model and server.models:
+                self.model.model = server.models[0]
+            self.configured = True
+            msg = (f"no API key set; using {server.name} at {server.base_url} with model {self.model.model}", "info")
+        else:
+            msg = (NO_MODEL_HELP.format(config=self.config_path), "warning")
+        with self._lock:
+            self.message = msg
+            listener = self._listener
+            self.done.set()
+        if listener is not None:
+            listener(*msg)
+
+    def listen(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(text, level)`` with the probe's outcome, now if it is known."""
+        with self._lock:
+            self._listener = listener
+            msg = self.message
+        if msg is not None:
+            listener(*msg)
+
+    def wait(self, timeout: float = 3.0) -> None:
+        self.done.wait(timeout)
+
+
+class _Sink:
+    """Live cell output goes to the display."""
+
+    def __init__(self, display: Any) -> None:
+        self.display = display
+
+    def write(self, stream: str, text: str) -> None:
+        self.display.cell_output(stream, text)
+
+
+def _err(text: str) -> None:
+    try:
+        sys.stderr.write(f"llmrepl: {text}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    env: Mapping[str, str] = os.environ
+    from .config import config_warnings, default_config_path, load_config, resolve_api_key, state_dir
+    from .errors import ConfigError
+
+    if args.resume is not None:
+        _err("--resume is not available in this version yet; sessions are journaled under "
+             f"{state_dir(env) / 'sessions'}")
+        return 2
+    overrides = {
+        "model.name": args.model,
+        "model.base_url": args.base_url,
+        "repl.max_steps": args.max_steps,
+        "repl.stream": False if args.no_stream else None,
+        "exec.timeout": args.timeout,
+    }
+    try:
+        config = load_config(args.config, env=env, overrides=overrides)
+    except ConfigError as e:
+        _err(str(e))
+        return 2
+    for warning in config_warnings(config):
+        _err(warning)
+    interactive = args.command is None and sys.stdin.isatty()
+    try:
+        return _run(args, config, env, interactive, resolve_api_key(config, env), state_dir(env),
+                    str(config.path or default_config_path(env)))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interactive: bool,
+         api_key: str | None, state: Path, config_path: str) -> int:
+    from .display import TerminalDisplay
+    from .executor import Executor
+    from .journal import Journal, new_session_id
+    from .model import OpenAIModel
+    from .render import color_default
+    from .session import AutoApprove, NoRun, Session
+
+    sid = new_session_id()
+    journal = Journal(state / "sessions" / f"{sid}.jsonl")
+    journal.redact(api_key)
+    model = OpenAIModel(
+        config.model.name,
+        base_url=config.model.base_url,
+        api_key=api_key,
+        stream=config.repl.stream,
+        temperature=config.model.temperature,
+        max_output_tokens=config.model.max_output_tokens,
+        timeout=config.model.timeout,
+    )
+    explicit = bool(args.model or env.get("LLMREPL_MODEL") or config.model.name != "gpt-5.4-mini")
+    setup = ModelSetup(model, api_key=api_key, base_url=config.model.base_url, explicit_model=explicit,
+                       config_path=config_path)
+    out: TextIO = sys.stdout
+    display = TerminalDisplay(out, color=color_default(out, dict(env)), err=sys.stderr)
+    executor = Executor(
+        sink=_Sink(display),
+        timeout=config.exec.timeout,
+        figure_dir=state / "sessions" / sid,
+    )
+    session = Session(
+        model,
+        executor,
+        display=display,
+        journal=journal,
+        max_steps=config.repl.max_steps,
+        max_output_chars=config.exec.max_output_chars,
+        auto_run=(config.repl.auto_run or args.yes) if interactive else args.yes,
+    )
+    journal.append(
+        "session_start", id=sid, version=__version__, model=config.model.name,
+        base_url=config.model.base_url, cwd=os.getcwd(), pid=os.getpid(),
+        mode="interactive" if interactive else ("one-shot" if args.command is not None else "batch"),
+    )
+    try:
+        if interactive:
+            return _interactive(session, display, setup, config, state)
+        reviewer = AutoApprove() if args.yes else NoRun()
+        lines = [args.command] if args.command is not None else sys.stdin
+        return _batch(session, display, setup, reviewer, lines)
+    finally:
+        journal.close()
+
+
+def _interactive(session: Any, display: Any, setup: ModelSetup, config: Any, state: Path) -> int:
+    from .ui import TerminalUI
+
+    def warm_up() -> None:
+        setup.wait(10)
+        if setup.configured:
+            try:
+                session.model.warm_up()
+            except Exception:
+                pass  # the first request will report it properly
+
+    ui = TerminalUI(
+        session,
+        display,
+        history_path=state / "history",
+        vi_mode=config.repl.vi_mode,
+        before_send=lambda: setup.wait(3.0),
+        after_first_prompt=warm_up,
+    )
+    where = f" at {config.model.base_url}" if config.model.base_url else ""
+    model_line = f"model {session.model.model}{where}" if setup.configured else "looking for a model..."
+    display.show(f"llmrepl {__version__} · {model_line} · /help for commands · Ctrl-D exits")
+    setup.listen(ui.post)
+    return ui.run()
+
+
+def _batch(session: Any, display: Any, setup: ModelSetup, reviewer: Any, lines: Any) -> int:
+    from .commands import dispatch, is_command
+
+    first_message = True
+    for raw in lines:
+        line = raw.strip()
+        if not line:
+            continue
+        if is_command(line):
+            result = dispatch(line, session)
+            if result.text:
+                display.show(result.text, result.level)
+            if result.exit:
+                break
+            continue
+        if first_message:
+            setup.wait(5.0)
+            if setup.message:
+                _err(setup.message[0])
+            first_message = False
+        turn = session.step(line, reviewer)
+        if turn.error is not None:
+            _err(str(turn.error))
+            session.journal.append("session_end", status="model_error")
+            return 1
+    session.journal.append("session_end")
+    return 0

@@ -1,0 +1,165 @@
+"""Slash commands: one function each, registered with ``@command``; ``/help`` is generated.
+
+A command gets the session and the text after its name and returns what to show (or
+``None``); it never prints. ``dispatch`` turns an unknown name into a suggestion.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .prompts import describe
+from .session import Session
+
+__all__ = ["Command", "CommandResult", "command", "dispatch", "commands", "is_command"]
+
+
+@dataclass
+class CommandResult:
+    text: str | None = None
+    exit: bool = False
+    level: str = "info"  # "info" | "warning" | "error"
+
+
+Handler = Callable[[Session, str], "CommandResult | str | None"]
+
+
+@dataclass
+class Command:
+    name: str
+    help: str
+    usage: str
+    func: Handler
+
+
+_REGISTRY: dict[str, Command] = {}
+
+
+def command(name: str, help: str, usage: str = "") -> Callable[[Handler], Handler]:
+    """Register ``func`` as ``/name``."""
+
+    def register(func: Handler) -> Handler:
+        _REGISTRY[name] = Command(name, help, usage or f"/{name}", func)
+        return func
+
+    return register
+
+
+def commands() -> list[Command]:
+    """Every registered command, in registration order."""
+    return list(_REGISTRY.values())
+
+
+def is_command(line: str) -> bool:
+    """A line is a command when it starts with ``/`` followed by a letter."""
+    return len(line) > 1 and line[0] == "/" and line[1].isalpha()
+
+
+def dispatch(line: str, session: Session) -> CommandResult:
+    """Run the command in ``line`` (which starts with ``/``)."""
+    name, _, arg = line[1:].partition(" ")
+    name = name.strip().lower()
+    cmd = _REGISTRY.get(name)
+    if cmd is None:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=1, cutoff=0.5)
+        hint = f" — did you mean /{close[0]}?" if close else "; /help lists the commands"
+        return CommandResult(f"unknown command /{name}{hint}", level="error")
+    session.journal.append("command", line=line if name != "py" else f"/py ({len(arg)} chars)")
+    out = cmd.func(session, arg.strip())
+    if isinstance(out, CommandResult):
+        return out
+    return CommandResult(out)
+
+
+@command("help", "list the commands")
+def _help(session: Session, arg: str) -> str:
+    width = max(len(c.usage) for c in commands())
+    lines = [f"  {c.usage.ljust(width)}  {c.help}" for c in commands()]
+    keys = (
+        "Keys: Enter sends · Alt-Enter or Esc Enter adds a line · Ctrl-R searches history · "
+        "Ctrl-C stops the answer or the running code · Ctrl-D exits"
+    )
+    return "\n".join(["Commands:", *lines, keys])
+
+
+@command("exit", "leave llmrepl (Ctrl-D too)")
+def _exit(session: Session, arg: str) -> CommandResult:
+    return CommandResult(exit=True)
+
+
+@command("py", "run CODE directly in the namespace, no model; its output joins the conversation", "/py CODE")
+def _py(session: Session, arg: str) -> CommandResult | None:
+    if not arg:
+        return CommandResult("usage: /py CODE   (for example: /py df.head())", level="error")
+    session.run_direct(arg)
+    return None
+
+
+@command("vars", "your variables: name, type, short value or shape")
+def _vars(session: Session, arg: str) -> str:
+    names = session.executor.user_variables()
+    if not names:
+        return "no variables yet"
+    width = min(max(len(n) for n in names), 24)
+    return "\n".join(f"  {n.ljust(width)}  {describe(v)}" for n, v in names.items())
+
+
+@command("history", "the conversation so far, compact")
+def _history(session: Session, arg: str) -> str:
+    if not session.messages:
+        return "the conversation is empty"
+    return "\n".join(_summarise(m) for m in session.messages)
+
+
+def _summarise(message: dict[str, Any], width: int = 100) -> str:
+    role = message["role"]
+    text = message.get("content") or ""
+    if message.get("tool_calls"):
+        names = ", ".join(c["function"]["name"] for c in message["tool_calls"])
+        text = (text + " " if text else "") + f"→ calls {names}"
+    first = " ".join(str(text).split())
+    if len(first) > width:
+        first = first[: width - 1] + "…"
+    label = {"user": "you", "assistant": "model", "tool": "tool"}.get(role, role)
+    if role == "user" and first.startswith("[llmrepl]"):
+        label = "llmrepl"
+        first = first[len("[llmrepl] ") :]
+    return f"  {label:>7}: {first}"
+
+
+@command("undo", "forget the last exchange (variables are kept unless repl.snapshots is on)")
+def _undo(session: Session, arg: str) -> str:
+    removed = session.undo()
+    if not removed:
+        return "nothing to undo"
+    return f"forgot the last exchange ({removed} messages); variables were kept (repl.snapshots is off)"
+
+
+@command("reset", "new conversation and a fresh namespace")
+def _reset(session: Session, arg: str) -> str:
+    session.reset()
+    return "new conversation; the namespace is empty"
+
+
+@command("model", "show or switch the model", "/model [NAME]")
+def _model(session: Session, arg: str) -> str:
+    if not arg:
+        where = getattr(session.model, "base_url", None)
+        return f"model: {session.model.model}" + (f" at {where}" if where else "")
+    old, session.model.model = session.model.model, arg
+    session.journal.append("model", name=arg)
+    return f"model: {arg} (was {old})"
+
+
+@command("auto", "run code without asking: on or off (toggles without an argument)", "/auto [on|off]")
+def _auto(session: Session, arg: str) -> CommandResult:
+    word = arg.lower()
+    if word not in ("", "on", "off"):
+        return CommandResult("usage: /auto [on|off]", level="error")
+    session.auto_run = (not session.auto_run) if not word else word == "on"
+    state = "on: code runs without asking" if session.auto_run else "off: you confirm each cell"
+    session.journal.append("auto", on=session.auto_run)
+    return CommandResult(f"auto-run {state}")

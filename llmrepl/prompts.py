@@ -1,0 +1,203 @@
+"""What llmrepl says to the model: the system prompt, the run_python tool, and cell results.
+
+Everything here is plain text built from data; nothing runs user code (the namespace
+summary only looks at types and sizes it can read without calling user methods).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import types
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .executor import ExecResult
+
+__all__ = [
+    "RUN_PYTHON_TOOL",
+    "system_prompt",
+    "namespace_summary",
+    "format_result",
+    "cap_text",
+    "describe",
+]
+
+RUN_PYTHON_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "run_python",
+        "description": (
+            "Run Python code in the user's persistent session (after the user confirms). "
+            "Returns stdout/stderr, the value of the last expression, or the traceback."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {"code": {"type": "string", "description": "The Python code to run."}},
+            "required": ["code"],
+        },
+    },
+}
+
+_RULES = """\
+You are llmrepl, a data-exploration assistant inside a terminal. You help by writing Python \
+that runs in the user's own Python session.
+
+Where your code runs:
+- Python {python} on {os}; working directory {cwd}.
+- Importable here: {libs}.
+- One namespace persists across turns: variables, imports and functions you define stay \
+available to later code. Reuse them instead of recomputing.
+- The person sees each cell and confirms it before it runs (they may edit or decline it).
+- After a cell runs you receive what it printed (stdout/stderr), the value of its last \
+expression, or its traceback. Output you receive is capped at about {cap} characters \
+(head and tail kept), so print summaries (shape, head(), describe()) rather than whole data.
+- Do not call input(): nobody may be there to answer. Put values in the code.
+- Figures: plt.show() saves each figure as a PNG and prints its path; there is no window.
+
+How to answer:
+- Put code to run in one ```python fenced block (or call the run_python tool). Several \
+blocks in one answer are joined and run as one cell. Blocks in other languages are shown \
+but never run.
+- Take one step at a time: run code, look at the result, then continue. When the task is \
+done, answer in plain words without a code block.
+- Keep prose short."""
+
+
+@lru_cache(maxsize=1)
+def _importable() -> str:
+    names = [n for n in ("pandas", "numpy", "matplotlib") if importlib.util.find_spec(n) is not None]
+    return ", ".join(names) if names else "the standard library only (no pandas, numpy or matplotlib)"
+
+
+def system_prompt(namespace: Mapping[str, Any] | None = None, *, max_output_chars: int = 8000) -> str:
+    """The rules, where code runs, and a compact summary of the user's namespace."""
+    text = _RULES.format(
+        python=platform.python_version(),
+        os=f"{platform.system()} {platform.release()}".strip(),
+        cwd=_cwd(),
+        libs=_importable(),
+        cap=f"{max_output_chars:,}",
+    )
+    summary = namespace_summary(namespace or {})
+    return f"{text}\n\nThe namespace now holds:\n{summary}"
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:
+        return "(unknown: the working directory was removed)"
+
+
+def describe(value: Any) -> str:
+    """Type and size, read without calling user-defined methods."""
+    t = type(value)
+    name = t.__name__
+    if isinstance(value, types.ModuleType):
+        return "module"
+    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)):
+        return "function"
+    if isinstance(value, type):
+        return "class"
+    if t in (int, float, bool, complex) or value is None:
+        r = repr(value)
+        return f"{name} = {r}" if len(r) <= 40 else name
+    if t is str:
+        return f"str, {len(value):,} chars" if len(value) > 40 else f"str = {value!r}"
+    if t in (list, tuple, dict, set, frozenset, bytes, bytearray):
+        return f"{name}, len {len(value):,}"
+    module = getattr(t, "__module__", "") or ""
+    if module.split(".")[0] in ("numpy", "pandas"):
+        shape = getattr(value, "shape", None)
+        if isinstance(shape, tuple):
+            return f"{module.split('.')[0]}.{name}, shape {shape}"
+    return name
+
+
+def namespace_summary(namespace: Mapping[str, Any], *, limit: int = 40) -> str:
+    """One line per user variable (newest first), at most ``limit`` lines."""
+    names = [n for n in namespace if not n.startswith("_") and n not in ("exit", "quit")]
+    if not names:
+        return "(nothing yet)"
+    names.reverse()  # dicts keep insertion order: newest definitions last
+    lines = [f"- {n}: {describe(namespace[n])}" for n in names[:limit]]
+    if len(names) > limit:
+        lines.append(f"- ... and {len(names) - limit} more names")
+    return "\n".join(lines)
+
+
+def cap_text(text: str, max_chars: int) -> str:
+    """Keep the head and the tail of ``text`` within ``max_chars``, saying what was left out."""
+    if max_chars <= 0 or len(text) <= max_chars:
+        return text
+    head_n = max_chars * 3 // 5
+    tail_n = max_chars - head_n
+    head, middle, tail = text[:head_n], text[head_n : len(text) - tail_n], text[len(text) - tail_n :]
+    # cut at line boundaries when that loses little
+    cut = head.rfind("\n")
+    if cut > head_n // 2:
+        middle = head[cut + 1 :] + middle
+        head = head[: cut + 1]
+    cut = tail.find("\n")
+    if 0 <= cut < tail_n // 2:
+        middle = middle + tail[: cut + 1]
+        tail = tail[cut + 1 :]
+    lines = middle.count("\n")
+    note = f"[... {lines:,} lines, {len(middle):,} characters left out ...]"
+    sep = "" if head.endswith("\n") else "\n"
+    return f"{head}{sep}{note}\n{tail}"
+
+
+def format_result(result: ExecResult, *, max_chars: int = 8000, edited: bool = False) -> str:
+    """The message that tells the model what its cell did."""
+    status = _status(result)
+    parts = [f"llmrepl ran cell {result.cell} ({status}, {result.duration:.2f} s)."]
+    if edited:
+        parts.append("The user edited your code before running it. This is the code that ran:")
+    else:
+        parts.append("Code that ran:")
+    parts.append(_fence(result.source))
+    shown = result.output
+    if result.error and result.error_type != "SyntaxError":
+        error_budget = max(max_chars // 2, 1000)
+        shown_budget = max(max_chars - min(len(result.error), error_budget), 0)
+    else:
+        error_budget, shown_budget = max_chars, max_chars
+    if shown:
+        parts.append("Output (stdout and stderr, in order):")
+        parts.append(_fence(cap_text(shown, shown_budget), lang=""))
+    elif not result.error:
+        parts.append("It printed nothing.")
+    if result.value_repr is not None:
+        parts.append("Value of the last expression:")
+        parts.append(_fence(cap_text(result.value_repr, max(max_chars // 4, 500)), lang=""))
+    if result.figures:
+        parts.append(f"{len(result.figures)} figure(s) saved: " + ", ".join(result.figures))
+    if result.error:
+        parts.append("Error:" if result.error_type != "SyntaxError" else "It did not run: SyntaxError.")
+        parts.append(_fence(cap_text(result.error, error_budget), lang=""))
+    return "\n".join(parts)
+
+
+def _status(result: ExecResult) -> str:
+    if result.timed_out:
+        return "stopped by the time limit"
+    if result.interrupted:
+        return "interrupted by the user with Ctrl-C"
+    if result.error_type == "SystemExit":
+        return "ended with SystemExit"
+    if result.error:
+        return f"failed with {result.error_type}"
+    return "succeeded"
+
+
+def _fence(text: str, lang: str = "python") -> str:
+    fence = "```"
+    while fence in text:
+        fence += "`"
+    return f"{fence}{lang}\n{text.rstrip(chr(10))}\n{fence}"
+

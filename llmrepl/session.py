@@ -1,0 +1,424 @@
+"""The engine facade: one conversation, one namespace, and the run/feed-back loop.
+
+``Session.step(text, reviewer)`` sends a message with the history and a namespace summary,
+shows the answer through a :class:`Display`, asks a :class:`Reviewer` before any code runs,
+runs it, and feeds the result back until the model answers without code, the person
+declines, or ``max_steps`` model calls were made. The engine never prints: everything the
+person sees goes through the ``Display`` it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .errors import ModelError
+from .executor import ExecResult, Executor
+from .extract import Extraction, code_from_tool_call, extract_code
+from .journal import Journal
+from .model import Completion, ModelClient, ToolCall
+from .prompts import RUN_PYTHON_TOOL, format_result, system_prompt
+
+__all__ = [
+    "Decision",
+    "Reviewer",
+    "AutoApprove",
+    "NoRun",
+    "ScriptedReviewer",
+    "Display",
+    "NullDisplay",
+    "TurnResult",
+    "Session",
+]
+
+
+@dataclass
+class Decision:
+    """What the person chose for a proposed cell."""
+
+    action: str  # "run" | "decline" | "always" (run, and run later cells without asking)
+    code: str = ""
+    edited: bool = False
+    reason: str = ""  # why it was declined, when not by a person ("--yes not given", "interrupted")
+
+
+class Reviewer(Protocol):
+    """Asks the person before a cell runs."""
+
+    def review(self, code: str, *, cell: int) -> Decision: ...
+
+
+class AutoApprove:
+    """Runs every cell (``--yes``, ``/auto on``)."""
+
+    def review(self, code: str, *, cell: int) -> Decision:
+        return Decision("run", code)
+
+
+class NoRun:
+    """Batch and one-shot without ``--yes``: show the code, never run it."""
+
+    def review(self, code: str, *, cell: int) -> Decision:
+        return Decision("decline", code, reason="not run: pass --yes to run generated code")
+
+
+class ScriptedReviewer:
+    """Test fake: answers from a list ("run", "decline", "always", or ("edit", code))."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = list(answers)
+        self.seen: list[str] = []
+
+    def review(self, code: str, *, cell: int) -> Decision:
+        self.seen.append(code)
+        answer = self.answers.pop(0)
+        if isinstance(answer, tuple):
+            return Decision("run", answer[1], edited=answer[1] != code)
+        return Decision(answer, code)
+
+
+class Display(Protocol):
+    """Everything the engine shows, as events; the terminal UI is one implementation."""
+
+    def answer_start(self) -> None: ...
+    def answer_text(self, delta: str) -> None: ...
+    def answer_end(self, completion: Completion) -> None: ...
+    def tool_code(self, code: str) -> None: ...
+    def cell_output(self, stream: str, text: str) -> None: ...
+    def cell_result(self, result: ExecResult) -> None: ...
+    def notice(self, text: str, level: str = "info") -> None: ...
+
+
+class NullDisplay:
+    """Shows nothing; records notices (for tests and headless use)."""
+
+    def __init__(self) -> None:
+        self.notices: list[str] = []
+        self.text: list[str] = []
+
+    def answer_start(self) -> None:
+        pass
+
+    def answer_text(self, delta: str) -> None:
+        self.text.append(delta)
+
+    def answer_end(self, completion: Completion) -> None:
+        pass
+
+    def tool_code(self, code: str) -> None:
+        pass
+
+    def cell_output(self, stream: str, text: str) -> None:
+        pass
+
+    def cell_result(self, result: ExecResult) -> None:
+        pass
+
+    def notice(self, text: str, level: str = "info") -> None:
+        self.notices.append(text)
+
+
+@dataclass
+class TurnResult:
+    """What one message led to."""
+
+    steps: int = 0                              # model calls made
+    cells: list[ExecResult] = field(default_factory=list)
+    stop: str = "done"  # done | declined | max_steps | interrupted | cut_off | error
+    error: ModelError | None = None
+
+
+_NOTE = "[llmrepl] "
+
+
+class Session:
+    """One conversation with the model and one persistent namespace."""
+
+    def __init__(
+        self,
+        model: ModelClient,
+        executor: Executor,
+        *,
+        display: Display | None = None,
+        journal: Journal | None = None,
+        max_steps: int = 6,
+        max_output_chars: int = 8000,
+        auto_run: bool = False,
+        use_tools: bool = True,
+    ) -> None:
+        self.model = model
+        self.executor = executor
+        self.display: Display = display or NullDisplay()
+        self.journal = journal or Journal(None)
+        self.max_steps = max_steps
+        self.max_output_chars = max_output_chars
+        self.auto_run = auto_run
+        self.use_tools = use_tools
+        self.messages: list[dict[str, Any]] = []   # the conversation, OpenAI message format
+        self.exchanges: list[int] = []             # index in `messages` where each exchange starts
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
+        self.fit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
+
+    # -- the conversation -----------------------------------------------------------------
+
+    def request_messages(self) -> list[dict[str, Any]]:
+        """The messages of the next request: system prompt, then the history (adjacent
+        user messages merged, since some chat templates insist on alternation)."""
+        system = {
+            "role": "system",
+            "content": system_prompt(self.executor.namespace, max_output_chars=self.max_output_chars),
+        }
+        merged: list[dict[str, Any]] = [system]
+        for msg in self.messages:
+            prev = merged[-1]
+            if msg["role"] == "user" and prev["role"] == "user" and len(merged) > 1:
+                merged[-1] = {"role": "user", "content": f"{prev['content']}\n\n{msg['content']}"}
+            else:
+                merged.append(msg)
+        return self.fit(merged) if self.fit else merged
+
+    def _add(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    def _start_exchange(self) -> None:
+        self.exchanges.append(len(self.messages))
+
+    def undo(self) -> int:
+        """Forget the last exchange; returns how many messages were removed."""
+        if not self.exchanges:
+            return 0
+        start = self.exchanges.pop()
+        removed = len(self.messages) - start
+        del self.messages[start:]
+        self.journal.append("undo", removed=removed)
+        return removed
+
+    def reset(self) -> None:
+        """A new conversation and a fresh namespace."""
+        self.messages.clear()
+        self.exchanges.clear()
+        self.executor.reset()
+        self.journal.append("reset")
+
+    # -- running code ---------------------------------------------------------------------
+
+    def run_cell(self, code: str) -> ExecResult:
+        """Run one cell, journaling it before it starts (a hard crash keeps the record)."""
+        cell = self.executor.cell_count + 1
+        self.journal.append("cell_start", cell=cell, code=code)
+        result = self.executor.run(code)
+        self.journal.append(
+            "cell_end",
+            cell=result.cell,
+            output=result.output,
+            stdout=result.stdout,
+            stderr=result.stderr,
+            value=result.value_repr,
+            error=result.error,
+            error_type=result.error_type,
+            duration=round(result.duration, 4),
+            interrupted=result.interrupted,
+            timed_out=result.timed_out,
+            figures=result.figures,
+            output_chars=result.output_chars,
+        )
+        self.display.cell_result(result)
+        return result
+
+    def run_direct(self, code: str) -> ExecResult:
+        """``/py CODE``: run without the model; the result joins the conversation."""
+        self._start_exchange()
+        self.journal.append("py", code=code)
+        result = self.run_cell(code)
+        text = format_result(result, max_chars=self.max_output_chars)
+        self._add({"role": "user", "content": f"{_NOTE}The user ran code directly with /py.\n{text}"})
+        return result
+
+    def _review(self, code: str, reviewer: Reviewer) -> Decision:
+        cell = self.executor.cell_count + 1
+        if self.auto_run:
+            decision = Decision("run", code)
+        else:
+            try:
+                decision = reviewer.review(code, cell=cell)
+            except (KeyboardInterrupt, EOFError):
+                decision = Decision("decline", code, reason="interrupted")
+        if decision.action == "always":
+            self.auto_run = True
+            decision = Decision("run", decision.code or code, decision.edited)
+        if not decision.code:
+            decision.code = code
+        self.journal.append(
+            "decision", cell=cell, action=decision.action, edited=decision.edited,
+            code=decision.code, reason=decision.reason,
+        )
+        return decision
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def step(self, text: str, reviewer: Reviewer) -> TurnResult:
+        """Send one message and run the feed-back loop until it settles."""
+        turn = TurnResult()
+        self._start_exchange()
+        first = len(self.messages)
+        self.journal.append("user", text=text)
+        self._add({"role": "user", "content": text})
+        for n in range(1, self.max_steps + 1):
+            try:
+                completion = self._call_model()
+            except ModelError as e:
+                turn.steps, turn.stop, turn.error = n, "error", e
+                self.journal.append("model_error", kind=e.kind, message=str(e), partial=e.partial)
+                if n == 1 and len(self.messages) == first + 1:
+                    # nothing happened: forget the message so resending it does not duplicate it
+                    del self.messages[first:]
+                    self.exchanges.pop()
+                elif e.partial:
+                    self._add({"role": "assistant", "content": e.partial + "\n[cut off: " + e.kind + "]"})
+                return turn
+            turn.steps = n
+            if completion.interrupted:
+                self._add({"role": "assistant", "content": (completion.text or "") + "\n[cut off: interrupted by the user]"})
+                self.display.notice("answer stopped (Ctrl-C); what arrived is kept", "warning")
+                turn.stop = "interrupted"
+                return turn
+            if completion.tool_calls:
+                stop = self._handle_tool_calls(completion, reviewer, turn)
+            else:
+                stop = self._handle_text(completion, reviewer, turn)
+            if stop:
+                turn.stop = stop
+                return turn
+        turn.stop = "max_steps"
+        self.display.notice(
+            f"stopped after {self.max_steps} model calls for this message (--max-steps / repl.max_steps); "
+            "send a message to carry on",
+            "warning",
+        )
+        return turn
+
+    def _call_model(self) -> Completion:
+        messages = self.request_messages()
+        tools = [RUN_PYTHON_TOOL] if self.use_tools else None
+        self.display.answer_start()
+        started = time.monotonic()
+        completion = self.model.complete(messages, tools=tools, on_text=self.display.answer_text)
+        self.display.answer_end(completion)
+        self.usage["requests"] += 1
+        if completion.usage:
+            self.usage["prompt_tokens"] += completion.usage.prompt_tokens
+            self.usage["completion_tokens"] += completion.usage.completion_tokens
+        self.journal.append(
+            "assistant",
+            text=completion.text,
+            tool_calls=[{"id": c.id, "name": c.name, "arguments": c.arguments} for c in completion.tool_calls],
+            finish_reason=completion.finish_reason,
+            interrupted=completion.interrupted,
+            usage=completion.usage.__dict__ if completion.usage else None,
+            model=completion.model or self.model.model,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return completion
+
+    def _handle_text(self, completion: Completion, reviewer: Reviewer, turn: TurnResult) -> str | None:
+        """An answer with (maybe) fenced code. Returns why the loop stops, or None to go on."""
+        extraction = extract_code(completion.text)
+        content = completion.text
+        cut_off = completion.finish_reason not in ("stop", "tool_calls")
+        if cut_off:
+            content += f"\n[cut off: finish_reason={completion.finish_reason}]"
+        self._add({"role": "assistant", "content": content})
+        if extraction.other_languages and not extraction.code:
+            langs = ", ".join(sorted(set(extraction.other_languages)))
+            self.display.notice(f"the answer has {langs} code; llmrepl runs Python only, so nothing was run")
+        if extraction.incomplete:
+            self.display.notice(_cut_reason(completion, in_code=True), "warning")
+            return "cut_off"
+        if cut_off and not extraction.code:
+            self.display.notice(_cut_reason(completion, in_code=False), "warning")
+            return "cut_off"
+        if not extraction.code:
+            return "done"
+        if cut_off:
+            self.display.notice(_cut_reason(completion, in_code=False) + "; its code was not run", "warning")
+            return "cut_off"
+        decision = self._review(extraction.code, reviewer)
+        if decision.action != "run":
+            self._declined(decision)
+            return "declined"
+        result = self.run_cell(decision.code)
+        turn.cells.append(result)
+        self._add({"role": "user", "content": _NOTE + format_result(result, max_chars=self.max_output_chars, edited=decision.edited)})
+        return "interrupted" if result.interrupted else None
+
+    def _declined(self, decision: Decision) -> None:
+        why = decision.reason or "the user declined"
+        self._add({"role": "user", "content": f"{_NOTE}The cell was not run ({why})."})
+        if decision.reason and decision.reason != "interrupted":
+            self.display.notice(decision.reason)
+
+    def _handle_tool_calls(self, completion: Completion, reviewer: Reviewer, turn: TurnResult) -> str | None:
+        """Answer every tool call with a tool message (the API rejects a history without them)."""
+        self._add(
+            {
+                "role": "assistant",
+                "content": completion.text or None,
+                "tool_calls": [_tool_call_dict(c) for c in completion.tool_calls],
+            }
+        )
+        if extract_code(completion.text).code:
+            self.display.notice("the answer also had fenced code; only its run_python call is run")
+        stop: str | None = None
+        for call in completion.tool_calls:
+            if stop:
+                self._tool_reply(call, f"Not run: {stop}.")
+                continue
+            try:
+                code = code_from_tool_call(call.name, call.arguments)
+            except ValueError as e:
+                self.display.notice(str(e), "warning")
+                self._tool_reply(call, f"Error: {e}")
+                continue
+            self.display.tool_code(code)
+            decision = self._review(code, reviewer)
+            if decision.action != "run":
+                reason = decision.reason or "the user declined"
+                self._tool_reply(call, f"Not run: {reason}.")
+                if decision.reason and decision.reason != "interrupted":
+                    self.display.notice(decision.reason)
+                stop = "declined"
+                continue
+            result = self.run_cell(decision.code)
+            turn.cells.append(result)
+            self._tool_reply(call, format_result(result, max_chars=self.max_output_chars, edited=decision.edited))
+            if result.interrupted:
+                stop = "interrupted"
+        if completion.finish_reason not in ("stop", "tool_calls") and not stop:
+            self.display.notice(_cut_reason(completion, in_code=False), "warning")
+            return "cut_off"
+        return stop
+
+    def _tool_reply(self, call: ToolCall, content: str) -> None:
+        self._add({"role": "tool", "tool_call_id": call.id, "content": content})
+
+
+def _tool_call_dict(call: ToolCall) -> dict[str, Any]:
+    args = call.arguments
+    try:
+        json.loads(args, strict=False)
+    except ValueError:
+        args = json.dumps({"broken_arguments": args})  # servers reject invalid JSON in history
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": args}}
+
+
+def _cut_reason(completion: Completion, *, in_code: bool) -> str:
+    why = {
+        "length": "the model hit its output limit (model.max_output_tokens)",
+        "content_filter": "the server's content filter stopped it",
+        None: "the stream ended before the answer finished",
+    }.get(completion.finish_reason, f"finish_reason={completion.finish_reason}")
+    where = "in the middle of a code block, so the code was not run" if in_code else ""
+    return f"the answer was cut off ({why}){', ' + where if where else ''}"

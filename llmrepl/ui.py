@@ -1,0 +1,287 @@
+"""The interactive terminal front end: prompt_toolkit prompt, review keys, editor, Ctrl-C.
+
+The only module that imports prompt_toolkit. It drives a :class:`~llmrepl.session.Session`
+and shows everything through a :class:`~llmrepl.display.TerminalDisplay`.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.application import Application
+from prompt_toolkit.application.current import set_app
+from prompt_toolkit.application.run_in_terminal import run_in_terminal
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+from prompt_toolkit.input import Input
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.layout import FormattedTextControl, Layout, Window
+from prompt_toolkit.output import Output
+
+from .commands import commands, dispatch, is_command
+from .display import TerminalDisplay
+from .session import Decision, Session
+
+__all__ = ["TerminalUI", "TerminalReviewer", "SafeFileHistory"]
+
+PROMPT = "llm> "
+_MAX_HISTORY_ENTRY = 10_000
+
+
+class SafeFileHistory(FileHistory):
+    """FileHistory that is private (0600), keeps huge pastes out, and never breaks the prompt."""
+
+    def __init__(self, filename: str | os.PathLike[str]) -> None:
+        super().__init__(filename)
+        self.failed: str | None = None
+
+    def load_history_strings(self) -> Iterable[str]:
+        try:
+            yield from super().load_history_strings()
+        except (OSError, UnicodeDecodeError, ValueError):
+            return
+
+    def store_string(self, string: str) -> None:
+        if len(string) > _MAX_HISTORY_ENTRY:
+            string = string[:_MAX_HISTORY_ENTRY] + f"\n# ... ({len(string):,} characters in all; cut in history)"
+        try:
+            path = Path(self.filename)
+            if not path.exists():
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600))
+            super().store_string(string)
+        except OSError as e:
+            self.failed = f"input history not saved ({e.strerror or e})"
+
+
+def open_history(path: Path | None) -> History:
+    return SafeFileHistory(path) if path is not None else InMemoryHistory()
+
+
+class _SlashCompleter(Completer):
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
+        text = document.text_before_cursor
+        if not text.startswith("/") or " " in text:
+            return
+        for cmd in commands():
+            name = "/" + cmd.name
+            if name.startswith(text):
+                yield Completion(name, start_position=-len(text), display_meta=cmd.help)
+
+
+def _ask_key(message: str, keys: dict[str, str], *, input: Input | None, output: Output | None) -> str:
+    """Show ``message`` and return the value of the first key in ``keys`` pressed (no Enter)."""
+    state = {"answer": ""}
+    kb = KeyBindings()
+
+    def bind(key: str, value: str) -> None:
+        @kb.add(key, eager=True)
+        def _(event: KeyPressEvent) -> None:
+            state["answer"] = value
+            event.app.exit(result=value)
+
+    for key, value in keys.items():
+        bind(key, value)
+
+    @kb.add("<any>")
+    def _ignore(event: KeyPressEvent) -> None:
+        pass
+
+    control = FormattedTextControl(lambda: [("", message), ("bold", state["answer"])], show_cursor=True)
+    app: Application[str] = Application(
+        layout=Layout(Window(control, height=1, dont_extend_height=True)),
+        key_bindings=kb,
+        input=input,
+        output=output,
+        erase_when_done=False,
+    )
+    return app.run(handle_sigint=False)
+
+
+class TerminalReviewer:
+    """``Run this code? [Y/n/e/a]`` answered with one key; ``e`` opens an inline editor."""
+
+    KEYS = {
+        "y": "yes", "Y": "yes", "enter": "yes", "c-m": "yes",
+        "n": "no", "N": "no", "c-c": "no", "c-d": "no",
+        "e": "edit", "E": "edit",
+        "a": "always", "A": "always",
+    }
+
+    def __init__(self, *, input: Input | None = None, output: Output | None = None) -> None:
+        self.input = input
+        self.output = output
+
+    def review(self, code: str, *, cell: int) -> Decision:
+        current = code
+        while True:
+            answer = _ask_key("Run this code? [Y/n/e/a] ", self.KEYS, input=self.input, output=self.output)
+            if answer == "yes":
+                return Decision("run", current, edited=current != code)
+            if answer == "no":
+                return Decision("decline", current)
+            if answer == "always":
+                return Decision("always", current, edited=current != code)
+            edited = self.edit(current)
+            if edited is not None and edited.strip():
+                return Decision("run", edited, edited=edited != code)
+
+    def edit(self, code: str) -> str | None:
+        """A multi-line editor prefilled with ``code``; None when cancelled (Ctrl-C / Ctrl-D)."""
+        from prompt_toolkit.lexers import PygmentsLexer
+        from pygments.lexers.python import PythonLexer
+
+        editor: PromptSession[str] = PromptSession(input=self.input, output=self.output)
+        try:
+            return editor.prompt(
+                "",
+                default=code,
+                multiline=True,
+                lexer=PygmentsLexer(PythonLexer),
+                prompt_continuation="",
+                bottom_toolbar=" Alt-Enter or Esc Enter runs the edited code · Ctrl-C cancels ",
+            )
+        except (KeyboardInterrupt, EOFError):
+            return None
+
+    def ask_input(self, prompt: str) -> str:
+        """``input()`` inside a cell, answered at the terminal."""
+        asker: PromptSession[str] = PromptSession(input=self.input, output=self.output)
+        return asker.prompt(prompt)
+
+
+class TerminalUI:
+    """The read-eval loop: prompt, command or message, stream, review, run, repeat."""
+
+    def __init__(
+        self,
+        session: Session,
+        display: TerminalDisplay,
+        *,
+        history_path: Path | None = None,
+        vi_mode: bool = False,
+        input: Input | None = None,
+        output: Output | None = None,
+        before_send: Callable[[], None] | None = None,
+        after_first_prompt: Callable[[], None] | None = None,
+    ) -> None:
+        self.session = session
+        self.display = display
+        self.before_send = before_send
+        self.after_first_prompt = after_first_prompt
+        self.reviewer = TerminalReviewer(input=input, output=output)
+        self.history = open_history(history_path)
+        self.prompt: PromptSession[str] = PromptSession(
+            history=self.history,
+            key_bindings=self._bindings(),
+            vi_mode=vi_mode,
+            completer=_SlashCompleter(),
+            complete_while_typing=True,
+            input=input,
+            output=output,
+        )
+        self._notices: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+        self._resend = ""
+        session.executor.input_func = self.reviewer.ask_input
+
+    @staticmethod
+    def _bindings() -> KeyBindings:
+        kb = KeyBindings()
+
+        @kb.add("escape", "enter")
+        def _newline(event: KeyPressEvent) -> None:
+            event.current_buffer.insert_text("\n")
+
+        return kb
+
+    # -- notices from other threads (local-server probe, tokenizer load) ----------------
+
+    def post(self, text: str, level: str = "info") -> None:
+        """Show ``text`` above the prompt now if it is up, else before the next one."""
+        self._notices.put((text, level))
+        app = self.prompt.app
+        loop = getattr(app, "loop", None)
+        if app.is_running and loop is not None:
+            def show() -> None:
+                with set_app(app):
+                    run_in_terminal(self._drain)
+            loop.call_soon_threadsafe(show)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                text, level = self._notices.get_nowait()
+            except queue.Empty:
+                return
+            self.display.show(text, level)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        first = True
+        while True:
+            self._drain()
+            if isinstance(self.history, SafeFileHistory) and self.history.failed:
+                self.display.notice(self.history.failed, "warning")
+                self.history.failed = None
+            if self.session.journal.error:
+                self.display.notice(self.session.journal.error, "warning")
+                self.session.journal.error = ""
+            pre_run = self._first_prompt_drawn if first else None
+            first = False
+            try:
+                text = self.prompt.prompt(PROMPT, default=self._resend, pre_run=pre_run)
+            except KeyboardInterrupt:
+                self._resend = ""
+                continue
+            except EOFError:
+                break
+            self._resend = ""
+            if not text.strip():
+                continue
+            if is_command(text.strip()):
+                if self._command(text.strip()):
+                    break
+                continue
+            self._message(text)
+        self.session.journal.append("session_end")
+        return 0
+
+    def _first_prompt_drawn(self) -> None:
+        if self.after_first_prompt is not None:
+            threading.Thread(target=self.after_first_prompt, name="llmrepl-warmup", daemon=True).start()
+
+    def _command(self, line: str) -> bool:
+        try:
+            result = dispatch(line, self.session)
+        except KeyboardInterrupt:
+            self.display.notice("interrupted", "warning")
+            return False
+        if result.text:
+            self.display.show(result.text, result.level)
+        return result.exit
+
+    def _message(self, text: str) -> None:
+        try:
+            if self.before_send is not None:
+                self.before_send()
+            turn = self.session.step(text, self.reviewer)
+        except KeyboardInterrupt:
+            self.display.notice("interrupted; the conversation and the namespace are kept", "warning")
+            return
+        if turn.error is not None:
+            self.display.notice(str(turn.error), "error")
+            if turn.steps == 1 and not turn.cells:
+                self._resend = text  # put the message back at the prompt: Enter resends it
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"TerminalUI(session={self.session!r})"
+
+

@@ -1,0 +1,40 @@
+"""Shared fixtures: a clean environment per test, a private state folder, the fake server."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fakeserver import FakeOpenAI  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No real keys, no user config, state in a temp folder, no colour, no CPR waits."""
+    for name in list(os.environ):
+        if name.startswith(("OPENAI_", "LLMREPL_")) or name in ("NO_COLOR", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
+            monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "state"
+    monkeypatch.setenv("LLMREPL_HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("PROMPT_TOOLKIT_NO_CPR", "1")
+    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    return home
+
+
+@pytest.fixture
+def server():
+    """An OpenAI-compatible server on 127.0.0.1 that replies as scripted and records requests."""
+    srv = FakeOpenAI()
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()

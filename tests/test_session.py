@@ -1,0 +1,196 @@
+"""The run/feed-back loop, driven by a scripted model that records every request."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmrepl.errors import ModelError
+from llmrepl.executor import Executor
+from llmrepl.journal import Journal, read_journal
+from llmrepl.model import Completion, ScriptedModel, ToolCall
+from llmrepl.session import AutoApprove, NoRun, NullDisplay, ScriptedReviewer, Session
+
+
+def make(*replies, **kw):
+    model = ScriptedModel(list(replies))
+    display = NullDisplay()
+    session = Session(model, Executor(), display=display, **kw)
+    return session, model, display
+
+
+def test_answer_without_code_ends_the_loop():
+    session, model, _ = make("Hello! How can I help?")
+    turn = session.step("hi", ScriptedReviewer([]))
+    assert turn.stop == "done" and turn.steps == 1 and not turn.cells
+    sent = model.calls[0]["messages"]
+    assert sent[0]["role"] == "system" and sent[-1] == {"role": "user", "content": "hi"}
+    assert model.calls[0]["tools"][0]["function"]["name"] == "run_python"
+
+
+def test_code_runs_and_its_result_goes_back_to_the_model():
+    session, model, _ = make("```python\nx = 6 * 7\nx\n```", "x is 42.")
+    turn = session.step("compute", ScriptedReviewer(["run"]))
+    assert [c.value_repr for c in turn.cells] == ["42"]
+    assert session.executor.namespace["x"] == 42
+    feedback = model.calls[1]["messages"][-1]
+    assert feedback["role"] == "user"
+    assert "x = 6 * 7" in feedback["content"] and "42" in feedback["content"]
+    assert turn.stop == "done" and turn.steps == 2
+
+
+def test_second_message_uses_a_variable_from_the_first():
+    session, model, _ = make(
+        "```python\ndata = [3, 1, 2]\nprint(len(data))\n```", "Made a list.",
+        "```python\nsorted(data)\n```", "Sorted.",
+    )
+    session.step("make data", ScriptedReviewer(["run"]))
+    turn = session.step("sort it", ScriptedReviewer(["run"]))
+    assert turn.cells[0].value_repr == "[1, 2, 3]"
+    # the second request carries the whole history, and the system prompt knows `data`
+    req = model.calls[2]["messages"]
+    assert "data: list, len 3" in req[0]["content"]
+    assert [m["role"] for m in req[1:]] == ["user", "assistant", "user", "assistant", "user"]
+
+
+def test_traceback_goes_back_and_model_can_fix_it():
+    session, model, _ = make("```python\n1/0\n```", "```python\n1/1\n```", "fixed")
+    turn = session.step("divide", ScriptedReviewer(["run", "run"]))
+    assert turn.cells[0].error_type == "ZeroDivisionError"
+    assert "ZeroDivisionError" in model.calls[1]["messages"][-1]["content"]
+    assert turn.cells[1].value_repr == "1.0"
+
+
+def test_declined_cell_ends_loop_and_next_request_says_so():
+    session, model, _ = make("```python\nimport os\n```", "ok")
+    turn = session.step("do it", ScriptedReviewer(["decline"]))
+    assert turn.stop == "declined" and not turn.cells and len(model.calls) == 1
+    session.step("why not?", ScriptedReviewer([]))
+    last = model.calls[1]["messages"][-1]
+    assert last["role"] == "user"
+    assert "not run" in last["content"] and "declined" in last["content"]
+    assert last["content"].endswith("why not?")  # merged: the note then the message
+
+
+def test_edited_cell_runs_the_edit_and_model_is_told():
+    session, model, _ = make("```python\ny = 1\n```", "done")
+    turn = session.step("go", ScriptedReviewer([("edit", "y = 2")]))
+    assert session.executor.namespace["y"] == 2
+    fb = model.calls[1]["messages"][-1]["content"]
+    assert "edited" in fb and "y = 2" in fb and "y = 1" not in fb
+    assert turn.cells[0].source == "y = 2"
+
+
+def test_always_runs_this_and_later_cells_without_asking():
+    session, model, _ = make("```python\na = 1\n```", "```python\nb = 2\n```", "done")
+    reviewer = ScriptedReviewer(["always"])
+    session.step("go", reviewer)
+    assert session.auto_run and session.executor.namespace["b"] == 2
+    assert len(reviewer.seen) == 1
+
+
+def test_max_steps_stops_the_loop_and_says_so():
+    replies = ["```python\nn = %d\n```" % i for i in range(10)]
+    session, model, display = make(*replies, max_steps=3)
+    turn = session.step("loop forever", AutoApprove())
+    assert turn.stop == "max_steps" and turn.steps == 3 and len(model.calls) == 3
+    assert any("3 model calls" in n for n in display.notices)
+
+
+def test_norun_reviewer_shows_code_but_never_runs_it():
+    session, model, display = make("```python\nboom = 1\n```")
+    turn = session.step("x", NoRun())
+    assert "boom" not in session.executor.namespace and turn.stop == "declined"
+    assert any("--yes" in n for n in display.notices)
+
+
+def test_other_languages_are_shown_never_run():
+    session, model, display = make("```bash\nrm -rf /tmp/x\n```")
+    turn = session.step("x", ScriptedReviewer([]))
+    assert turn.stop == "done" and not turn.cells
+    assert any("bash" in n and "Python only" in n for n in display.notices)
+
+
+def test_unterminated_block_is_not_run_and_user_is_told():
+    session, model, display = make(Completion(text="```python\nx = 1\n", finish_reason="length"))
+    turn = session.step("x", ScriptedReviewer(["run"]))
+    assert turn.stop == "cut_off" and "x" not in session.executor.namespace
+    assert any("cut off" in n and "not run" in n for n in display.notices)
+
+
+def test_tool_call_runs_and_is_answered_with_a_tool_message():
+    call = ToolCall(id="call_1", name="run_python", arguments=json.dumps({"code": "z = 5\nz * 2"}))
+    session, model, _ = make(Completion(tool_calls=[call], finish_reason="tool_calls"), "z doubled is 10")
+    turn = session.step("double", ScriptedReviewer(["run"]))
+    assert turn.cells[0].value_repr == "10"
+    sent = model.calls[1]["messages"]
+    assert sent[-2]["tool_calls"][0]["id"] == "call_1"
+    assert sent[-1]["role"] == "tool" and sent[-1]["tool_call_id"] == "call_1" and "10" in sent[-1]["content"]
+
+
+def test_declined_tool_call_still_gets_a_tool_message():
+    calls = [ToolCall("c1", "run_python", '{"code": "a=1"}'), ToolCall("c2", "run_python", '{"code": "b=1"}')]
+    session, model, _ = make(Completion(tool_calls=calls, finish_reason="tool_calls"), "ok")
+    turn = session.step("x", ScriptedReviewer(["decline"]))
+    assert turn.stop == "declined"
+    session.step("next", ScriptedReviewer([]))
+    tools = [m for m in model.calls[1]["messages"] if m["role"] == "tool"]
+    assert [t["tool_call_id"] for t in tools] == ["c1", "c2"] and all("Not run" in t["content"] for t in tools)
+
+
+def test_broken_tool_arguments_are_reported_not_run():
+    call = ToolCall("c1", "run_python", '{"code": "x = 1')
+    session, model, display = make(Completion(tool_calls=[call], finish_reason="tool_calls"), "sorry")
+    turn = session.step("x", ScriptedReviewer([]))
+    assert not turn.cells and "x" not in session.executor.namespace
+    tool_msg = model.calls[1]["messages"][-1]
+    assert tool_msg["role"] == "tool" and "Error" in tool_msg["content"]
+    json.loads(model.calls[1]["messages"][-2]["tool_calls"][0]["function"]["arguments"])
+
+
+def test_model_error_on_first_call_forgets_the_message_so_it_can_be_resent():
+    session, model, _ = make(ModelError("rate limited", kind="rate_limit", retryable=True), "hello")
+    turn = session.step("hi", ScriptedReviewer([]))
+    assert turn.stop == "error" and turn.error.kind == "rate_limit"
+    assert session.messages == []
+    session.step("hi", ScriptedReviewer([]))
+    assert [m["content"] for m in model.calls[1]["messages"][1:]] == ["hi"]
+
+
+def test_interrupted_answer_is_kept_marked_and_not_run():
+    session, model, display = make(Completion(text="```python\nq = 1\n```", interrupted=True))
+    turn = session.step("x", ScriptedReviewer([]))
+    assert turn.stop == "interrupted" and "q" not in session.executor.namespace
+    assert "interrupted" in session.messages[-1]["content"]
+
+
+def test_run_direct_joins_the_conversation():
+    session, model, _ = make("noted")
+    session.run_direct("w = 3\nprint('w is', w)")
+    session.step("what is w?", ScriptedReviewer([]))
+    content = model.calls[0]["messages"][-1]["content"]
+    assert "/py" in content and "w is 3" in content and content.endswith("what is w?")
+
+
+def test_undo_forgets_the_last_exchange():
+    session, model, _ = make("one", "two", "three")
+    session.step("first", ScriptedReviewer([]))
+    session.step("second", ScriptedReviewer([]))
+    assert session.undo() == 2
+    session.step("again", ScriptedReviewer([]))
+    contents = [m["content"] for m in model.calls[2]["messages"][1:]]
+    assert contents == ["first", "one", "again"]
+
+
+def test_journal_records_everything_needed_to_rebuild(tmp_path):
+    path = tmp_path / "s.jsonl"
+    session, model, _ = make("```python\nv = 9\nprint(v)\n```", "nine", journal=Journal(path))
+    session.step("make v", ScriptedReviewer(["run"]))
+    records, bad = read_journal(path)
+    kinds = [r["event"] for r in records]
+    assert bad == 0
+    assert kinds == ["user", "assistant", "decision", "cell_start", "cell_end", "assistant"]
+    end = records[4]
+    assert end["output"] == "9\n" and end["cell"] == 1
+    assert (path.stat().st_mode & 0o777) == 0o600
