@@ -141,7 +141,13 @@ def _err(text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     env: Mapping[str, str] = os.environ
-    from .config import config_warnings, default_config_path, load_config, resolve_api_key, state_dir
+    from .config import (
+        config_warnings,
+        default_config_path,
+        load_config,
+        resolve_api_key,
+        state_dir,
+    )
     from .errors import ConfigError
 
     if args.resume is not None:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from .errors import ModelError
 from .executor import ExecResult, Executor
-from .extract import Extraction, code_from_tool_call, extract_code
+from .extract import code_from_tool_call, extract_code
 from .journal import Journal
 from .model import Completion, ModelClient, ToolCall
 from .prompts import RUN_PYTHON_TOOL, format_result, system_prompt

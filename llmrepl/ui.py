@@ -12,8 +12,7 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-
-from prompt_toolkit import PromptSession
+from prompt_toolkit import PromptSession, print_formatted_text
 from prompt_toolkit.application import Application
 from prompt_toolkit.application.current import set_app
 from prompt_toolkit.application.run_in_terminal import run_in_terminal
@@ -52,7 +51,7 @@ class SafeFileHistory(FileHistory):
         if len(string) > _MAX_HISTORY_ENTRY:
             string = string[:_MAX_HISTORY_ENTRY] + f"\n# ... ({len(string):,} characters in all; cut in history)"
         try:
-            path = Path(self.filename)
+            path = Path(os.fsdecode(self.filename))
             if not path.exists():
                 path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600))
@@ -139,6 +138,10 @@ class TerminalReviewer:
         from pygments.lexers.python import PythonLexer
 
         editor: PromptSession[str] = PromptSession(input=self.input, output=self.output)
+        print_formatted_text(
+            "edit the code: Alt-Enter or Esc Enter runs your version · Ctrl-C cancels",
+            style=None, output=self.output,
+        )
         try:
             return editor.prompt(
                 "",
@@ -184,6 +187,7 @@ class TerminalUI:
             vi_mode=vi_mode,
             completer=_SlashCompleter(),
             complete_while_typing=True,
+            reserve_space_for_menu=0,
             input=input,
             output=output,
         )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from llmrepl.errors import ModelError
 from llmrepl.executor import Executor
 from llmrepl.journal import Journal, read_journal
@@ -91,7 +89,7 @@ def test_always_runs_this_and_later_cells_without_asking():
 
 
 def test_max_steps_stops_the_loop_and_says_so():
-    replies = ["```python\nn = %d\n```" % i for i in range(10)]
+    replies = [f"```python\nn = {i}\n```" for i in range(10)]
     session, model, display = make(*replies, max_steps=3)
     turn = session.step("loop forever", AutoApprove())
     assert turn.stop == "max_steps" and turn.steps == 3 and len(model.calls) == 3

@@ -1,0 +1,380 @@
+"""What a running cell produces: bounded stdout/stderr capture with live echo, stdin stubs, figures.
+
+The capture keeps the head and tail of each stream in constant memory (a cell may print
+gigabytes), echoes writes live to an :class:`OutputSink`, and survives user code that
+"closes" it. Hot-path names are bound at import so a cell that sabotages builtins cannot
+break the capture. See research/reliability.md §2.5 and A.2.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import os
+import tempfile
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from llmrepl.errors import InputNotAllowed
+
+__all__ = [
+    "OutputSink",
+    "CappedBuffer",
+    "Capture",
+    "CaptureRouter",
+    "CaptureStream",
+    "StdinStub",
+    "FigureLog",
+    "INPUT_NOT_ALLOWED",
+    "active_figure_log",
+    "set_active_figure_log",
+    "format_exception",
+    "safe_str",
+]
+
+# Immune to a cell rebinding builtins (research §2.11, "a real bug this found").
+_len, _isinstance, _str, _type = len, isinstance, str, type
+
+INPUT_NOT_ALLOWED = (
+    "input() is not available here: llmrepl runs this cell without a terminal to ask you. "
+    "Put the value in the code instead."
+)
+
+
+class OutputSink(Protocol):
+    """Receives a cell's output live; ``stream`` is ``"stdout"`` or ``"stderr"``."""
+
+    def write(self, stream: str, text: str) -> None: ...
+
+
+class CappedBuffer:
+    """Keeps the first ~80 % and the last ~20 % of ``limit`` characters and counts the rest.
+
+    Never copies the middle of a huge string, so memory stays flat whatever is written.
+    """
+
+    __slots__ = ("head_cap", "tail_cap", "_head", "_head_len", "_tail", "_tail_len", "total")
+
+    def __init__(self, limit: int) -> None:
+        limit = max(int(limit), 0)
+        self.tail_cap = limit // 5
+        self.head_cap = limit - self.tail_cap
+        self._head: list[str] = []
+        self._head_len = 0
+        self._tail: deque[str] = deque()
+        self._tail_len = 0
+        self.total = 0
+
+    def add(self, s: str) -> None:
+        n = _len(s)
+        self.total += n
+        start = 0
+        room = self.head_cap - self._head_len
+        if room > 0:
+            if n <= room:
+                self._head.append(s)
+                self._head_len += n
+                return
+            self._head.append(s[:room])
+            self._head_len = self.head_cap
+            start = room
+        rest = n - start
+        if rest >= self.tail_cap:
+            self._tail.clear()
+            self._tail_len = self.tail_cap
+            if self.tail_cap:
+                self._tail.append(s[n - self.tail_cap :])
+        elif rest > 0:
+            self._tail.append(s[start:] if start else s)
+            self._tail_len += rest
+            tail = self._tail
+            while self._tail_len - _len(tail[0]) >= self.tail_cap:
+                self._tail_len -= _len(tail.popleft())
+
+    @property
+    def omitted(self) -> int:
+        """Characters written but not kept."""
+        return self.total - self._head_len - min(self._tail_len, self.tail_cap)
+
+    def getvalue(self) -> str:
+        """Head, then a marker line saying how much was left out (if anything), then tail."""
+        head = "".join(self._head)
+        tail = "".join(self._tail)
+        if _len(tail) > self.tail_cap:
+            tail = tail[_len(tail) - self.tail_cap :]
+        omitted = self.total - _len(head) - _len(tail)
+        if omitted <= 0:
+            return head + tail
+        sep = "" if not head or head.endswith("\n") else "\n"
+        return f"{head}{sep}[... {omitted:,} characters omitted ...]\n{tail}"
+
+
+class Capture:
+    """One cell's output: stdout, stderr and both interleaved, each bounded; live echo to a sink."""
+
+    __slots__ = ("stdout", "stderr", "output", "sink", "sink_error", "_lock")
+
+    def __init__(self, limit: int, sink: OutputSink | None) -> None:
+        self.stdout = CappedBuffer(limit)
+        self.stderr = CappedBuffer(limit)
+        self.output = CappedBuffer(limit)
+        self.sink = sink
+        self.sink_error: str | None = None
+        self._lock = threading.Lock()
+
+    def write(self, stream: str, text: str, echo: bool = True) -> None:
+        with self._lock:
+            (self.stdout if stream == "stdout" else self.stderr).add(text)
+            self.output.add(text)
+        sink = self.sink
+        if echo and sink is not None:
+            try:
+                sink.write(stream, text)
+            except Exception as exc:  # a broken terminal must not break the user's print()
+                self.sink = None
+                self.sink_error = f"live output stopped ({_type(exc).__name__}); the rest was captured"
+
+    @property
+    def chars(self) -> int:
+        return self.stdout.total + self.stderr.total
+
+
+class CaptureRouter:
+    """Where the capture streams write: the running cell's :class:`Capture`.
+
+    Between cells (a thread a cell started, a logging handler bound to the stream) writes
+    go to the sink only, so they are still shown but never land in another cell's record.
+    """
+
+    __slots__ = ("capture", "sink")
+
+    def __init__(self, sink: OutputSink | None = None) -> None:
+        self.capture: Capture | None = None
+        self.sink = sink
+
+    def write(self, stream: str, text: str) -> None:
+        cap = self.capture
+        if cap is not None:
+            cap.write(stream, text)
+            return
+        sink = self.sink
+        if sink is not None:
+            try:
+                sink.write(stream, text)
+            except Exception:  # nowhere left to report it
+                pass
+
+
+class _BufferShim:
+    """``sys.stdout.buffer`` for code that writes bytes: decoded as UTF-8 with replacement."""
+
+    def __init__(self, stream: CaptureStream) -> None:
+        self._stream = stream
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if _isinstance(data, _str):
+            raise TypeError("a bytes-like object is required, not 'str'")
+        raw = bytes(data)
+        text = self._decoder.decode(raw)
+        if text:
+            self._stream.write(text)
+        return _len(raw)
+
+    def flush(self) -> None:
+        text = self._decoder.decode(b"", final=True)
+        if text:
+            self._stream.write(text)
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("llmrepl's captured output has no file descriptor")
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+
+class CaptureStream(io.TextIOBase):
+    """``sys.stdout``/``sys.stderr`` during a cell. ``close()`` is a no-op; there is no fd."""
+
+    encoding = "utf-8"
+    errors = "strict"
+    newlines = None
+    line_buffering = False
+
+    def __init__(self, router: CaptureRouter, stream: str) -> None:
+        super().__init__()
+        self._router = router
+        self._stream = stream
+        self.name = f"<{stream}>"
+        self._buffer: _BufferShim | None = None
+
+    def write(self, s: str) -> int:
+        if not _isinstance(s, _str):
+            raise TypeError(f"write() argument must be str, not {_type(s).__name__}")
+        if s:
+            self._router.write(self._stream, s)
+        return _len(s)
+
+    @property
+    def buffer(self) -> _BufferShim:
+        if self._buffer is None:
+            self._buffer = _BufferShim(self)
+        return self._buffer
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("llmrepl's captured output has no file descriptor")
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class StdinStub(io.TextIOBase):
+    """``sys.stdin`` during a cell: reads go to ``readline_func`` (None: raise InputNotAllowed).
+
+    ``close()`` is a no-op, so ``exit()``/``quit()`` (which close stdin) leave the real one intact.
+    """
+
+    encoding = "utf-8"
+    errors = "strict"
+    name = "<stdin>"
+
+    def __init__(self, readline_func: Callable[[], str] | None = None) -> None:
+        super().__init__()
+        self._readline_func = readline_func
+
+    def readable(self) -> bool:
+        return True
+
+    def readline(self, size: int | None = -1) -> str:  # type: ignore[override]
+        if self._readline_func is None:
+            raise InputNotAllowed(INPUT_NOT_ALLOWED)
+        return self._readline_func()
+
+    def read(self, size: int | None = -1) -> str:
+        if self._readline_func is None:
+            raise InputNotAllowed(INPUT_NOT_ALLOWED)
+        parts: list[str] = []
+        while True:
+            line = self._readline_func()
+            if not line:
+                return "".join(parts)
+            parts.append(line)
+
+    def readlines(self, hint: int = -1) -> list[str]:  # type: ignore[override]
+        return self.read().splitlines(True)
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("llmrepl's cell stdin has no file descriptor")
+
+    def close(self) -> None:
+        pass
+
+
+def safe_str(obj: object) -> str:
+    try:
+        return str(obj)
+    except BaseException:
+        return f"<unprintable {type(obj).__name__} object>"
+
+
+def _trim_frames(te: traceback.TracebackException, skip: frozenset[str], seen: set[int]) -> None:
+    """Drop llmrepl's own frames from an exception and everything chained to it."""
+    if id(te) in seen:
+        return
+    seen.add(id(te))
+    te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename not in skip])
+    for sub in (te.__cause__, te.__context__, *(getattr(te, "exceptions", None) or ())):
+        if sub is not None:
+            _trim_frames(sub, skip, seen)
+
+
+def format_exception(exc: BaseException, limit: int, skip_files: tuple[str, ...] = ()) -> str:
+    """Python's traceback format without llmrepl's own frames, capped to ``limit`` chars."""
+    try:
+        te = traceback.TracebackException(type(exc), exc, exc.__traceback__, compact=True)
+        _trim_frames(te, frozenset((__file__, *skip_files)), set())
+        text = "".join(te.format())
+    except Exception as fail:  # formatting must never take the REPL down
+        text = f"{type(exc).__name__}: {safe_str(exc)}\n(traceback unavailable: {type(fail).__name__})\n"
+    for long_name in ("llmrepl.executor.CellTimeout", "llmrepl.errors.InputNotAllowed"):
+        text = text.replace(long_name + ":", long_name.rsplit(".", 1)[1] + ":")
+    buf = CappedBuffer(limit)
+    buf.add(text)
+    return buf.getvalue()
+
+
+class FigureLog:
+    """Where matplotlib figures go: ``figure-NNN.png`` in one folder (0700), numbered per session."""
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        self._directory = os.fspath(directory) if directory is not None else None
+        self._next = 1
+        self.saved: list[str] = []
+
+    @property
+    def directory(self) -> str:
+        if self._directory is None:
+            self._directory = tempfile.mkdtemp(prefix="llmrepl-figures-")
+        return self._directory
+
+    def next_path(self) -> str:
+        """A fresh ``figure-NNN.png`` path (creating the folder 0700); never overwrites a file."""
+        directory = self.directory
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        while True:
+            path = os.path.join(directory, f"figure-{self._next:03d}.png")
+            self._next += 1
+            if not os.path.exists(path):
+                return path
+
+    def save(self, figure: Any) -> str:
+        """Save a matplotlib Figure as PNG and record its path."""
+        path = self.next_path()
+        figure.savefig(path, format="png")
+        self.saved.append(path)
+        return path
+
+
+_active_figure_log: FigureLog | None = None
+
+
+def set_active_figure_log(log: FigureLog) -> None:
+    """The executor about to run a cell names where ``plt.show()`` saves."""
+    global _active_figure_log
+    _active_figure_log = log
+
+
+def active_figure_log() -> FigureLog:
+    """The figure log of the executor that ran last (a temporary folder if none ever ran)."""
+    global _active_figure_log
+    if _active_figure_log is None:
+        _active_figure_log = FigureLog()
+    return _active_figure_log

@@ -1,0 +1,384 @@
+"""Configuration: frozen dataclasses loaded once from TOML, the environment and flags.
+
+Precedence is command-line flag > environment > config file > built-in default. Every
+mistake in the file raises a one-line :class:`~llmrepl.errors.ConfigError` naming the file,
+the key and what was expected. The API key is read from the environment variable the config
+names; a key kept in the file is allowed but never shown (``repr`` hides it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import stat
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from llmrepl.errors import ConfigError
+
+__all__ = [
+    "ModelConfig",
+    "ReplConfig",
+    "ExecConfig",
+    "Config",
+    "default_config_path",
+    "state_dir",
+    "load_config",
+    "resolve_api_key",
+    "config_warnings",
+]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model to call and how."""
+
+    name: str = "gpt-5.4-mini"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    api_key: str | None = field(default=None, repr=False)  # discouraged; never printed
+    temperature: float | None = None
+    context_window: int | None = None
+    max_output_tokens: int = 4096
+    encoding: str | None = None
+    timeout: float = 60.0  # seconds per network read; connect is 5 s
+
+
+@dataclass(frozen=True)
+class ReplConfig:
+    """The interactive loop."""
+
+    auto_run: bool = False
+    auto_run_risky: bool = False
+    max_steps: int = 6
+    stream: bool = True
+    vi_mode: bool = False
+    snapshots: bool = False
+    digest_tokens: int = 1000
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    """Running cells."""
+
+    timeout: float = 0  # seconds per cell, 0 = none
+    max_output_chars: int = 8000  # what one cell may feed back to the model
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; ``path`` is the file that was read, if any."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    repl: ReplConfig = field(default_factory=ReplConfig)
+    exec: ExecConfig = field(default_factory=ExecConfig)
+    path: str | None = None
+
+
+_SECTIONS: dict[str, type] = {"model": ModelConfig, "repl": ReplConfig, "exec": ExecConfig}
+
+# (lowest, highest, lowest excluded) for numeric keys
+_RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "model.temperature": (0, 2, False),
+    "model.context_window": (1, None, False),
+    "model.max_output_tokens": (1, None, False),
+    "model.timeout": (0, None, True),
+    "repl.max_steps": (1, None, False),
+    "repl.digest_tokens": (0, None, False),
+    "exec.timeout": (0, None, False),
+    "exec.max_output_chars": (1, None, False),
+}
+_NON_EMPTY = {"model.name", "model.api_key_env", "model.encoding", "model.api_key"}
+_SECRET = {"model.api_key"}
+_ENV_KEYS = {"OPENAI_BASE_URL": "model.base_url", "LLMREPL_MODEL": "model.name"}
+
+
+def _field_types() -> dict[str, tuple[type, bool]]:
+    """Map "section.key" to (base type, optional) from the dataclass annotations."""
+    out: dict[str, tuple[type, bool]] = {}
+    for section, cls in _SECTIONS.items():
+        for name, hint in typing.get_type_hints(cls).items():
+            args = typing.get_args(hint)
+            if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+                base = next(a for a in args if a is not type(None))
+                out[f"{section}.{name}"] = (base, True)
+            else:
+                out[f"{section}.{name}"] = (hint, False)
+    return out
+
+
+_TYPES = _field_types()
+_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _kind(value: object) -> str:
+    """The TOML name of a value's type, for messages."""
+    if isinstance(value, bool):
+        return "boolean"
+    for cls, word in ((str, "string"), (int, "integer"), (float, "float"), (list, "array"),
+                      (dict, "table")):
+        if isinstance(value, cls):
+            return word
+    return "date/time" if hasattr(value, "isoformat") else type(value).__name__
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_a(value: object, base: type) -> bool:
+    """Type test where bools are not numbers and ints are floats."""
+    if base is bool or isinstance(value, bool):
+        return base is bool and isinstance(value, bool)
+    if base is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, base)
+
+
+def _check(where: str, key: str, value: object) -> object:
+    """Validate one value for ``key``; return it (ints widened to float where needed)."""
+    base = _TYPES[key][0]
+    got = "a " + _kind(value) if key in _SECRET else f"{_shown(value)} ({_kind(value)})"
+    if not _is_a(value, base):
+        raise ConfigError(f"{where}: {key} must be {_TYPE_WORDS[base]}, got {got}")
+    if base is float:
+        value = float(typing.cast(float, value))
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {key} must be a finite number, got {got}")
+    if isinstance(value, str):
+        if key in _NON_EMPTY and not value.strip():
+            raise ConfigError(f"{where}: {key} must not be empty")
+        if key == "model.base_url" and not re.match(r"https?://[^/\s]", value):
+            raise ConfigError(
+                f"{where}: {key} must be an http:// or https:// URL, got {got}"
+                " (for example \"http://localhost:11434/v1\")"
+            )
+    if key in _RANGES and isinstance(value, (int, float)):
+        low, high, exclusive = _RANGES[key]
+        if exclusive and value <= low:
+            raise ConfigError(f"{where}: {key} must be greater than {low:g}, got {got}")
+        if value < low:
+            raise ConfigError(f"{where}: {key} must be at least {low:g}, got {got}")
+        if high is not None and value > high:
+            raise ConfigError(f"{where}: {key} must be between {low:g} and {high:g}, got {got}")
+    return value
+
+
+def _suggest(key: str, choices: list[str]) -> str:
+    import difflib  # only when there is a mistake to explain
+
+    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _suggest_key(key: str) -> str:
+    """A near name in the same section, else the same name in another section."""
+    section, name = key.split(".", 1)
+    same = [k.split(".", 1)[1] for k in _TYPES if k.startswith(section + ".")]
+    import difflib
+
+    close = difflib.get_close_matches(name, same, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean '{section}.{close[0]}'?)"
+    elsewhere = [k for k in _TYPES if k.split(".", 1)[1] == name]
+    return f" (did you mean '{elsewhere[0]}'?)" if elsewhere else ""
+
+
+def _flatten_file(where: str, data: dict[str, Any]) -> dict[str, object]:
+    """Check the file's structure: known sections holding known keys."""
+    values: dict[str, object] = {}
+    for section, table in data.items():
+        if section not in _SECTIONS:
+            bare = [k for k in _TYPES if k.split(".", 1)[1] == section]
+            hint = f" (did you mean '{bare[0]}' in the [{bare[0].split('.')[0]}] section?)" \
+                if bare else _suggest(section, list(_SECTIONS))
+            raise ConfigError(f"{where}: unknown key '{section}'{hint}")
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"{where}: {section} must be a table (a [{section}] section), "
+                f"got {_shown(table)} ({_kind(table)})"
+            )
+        for name, value in table.items():
+            key = f"{section}.{name}"
+            if key not in _TYPES:
+                raise ConfigError(f"{where}: unknown key '{key}'{_suggest_key(key)}")
+            values[key] = _check(where, key, value)
+    return values
+
+
+def _syntax_message(error: tomllib.TOMLDecodeError) -> str:
+    text = " ".join(str(error).split())
+    m = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", text)
+    if m:
+        return f"TOML syntax error at line {m[2]}, column {m[3]}: {m[1]}"
+    m = re.fullmatch(r"(.*) \(at end of document\)", text)
+    if m:
+        return f"TOML syntax error at the end of the file: {m[1]}"
+    return f"TOML syntax error: {text}"
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    where = str(path)
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError(f"{where}: is a directory, not a config file")
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{where}: is not a regular file")
+        raw = path.read_bytes()
+    except PermissionError:
+        raise ConfigError(f"{where}: cannot read the config file (permission denied)") from None
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise ConfigError(f"{where}: cannot read the config file ({reason})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{where}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at line {line}, "
+            f"offset {exc.start}); save the file as UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: {_syntax_message(exc)}") from None
+
+
+def _coerce_flag(key: str, value: object) -> object:
+    """Command-line values may arrive as strings (``/set``); turn them into the key's type."""
+    base, _ = _TYPES[key]
+    if not isinstance(value, str) or base is str:
+        return value
+    text = value.strip().lower()
+    if base is bool and text in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return text in ("true", "yes", "on", "1")
+    try:
+        return int(text) if base is int else float(text) if base is float else value
+    except ValueError:
+        return value
+
+
+def _path_from(env: Mapping[str, str], name: str) -> Path | None:
+    value = env.get(name, "")
+    return Path(value).expanduser() if value else None
+
+
+def _home(env: Mapping[str, str]) -> Path:
+    return Path(env["HOME"]) if env.get("HOME") else Path.home()
+
+
+def _xdg(env: Mapping[str, str], name: str, fallback: str) -> Path:
+    value = env.get(name, "")
+    if value and os.path.isabs(value):  # the XDG spec says relative values are ignored
+        return Path(value)
+    return _home(env) / fallback
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path:
+    """$LLMREPL_CONFIG, else $XDG_CONFIG_HOME/llmrepl/config.toml, else ~/.config/llmrepl/..."""
+    env = os.environ if env is None else env
+    explicit = _path_from(env, "LLMREPL_CONFIG")
+    if explicit is not None:
+        return explicit
+    return _xdg(env, "XDG_CONFIG_HOME", ".config") / "llmrepl" / "config.toml"
+
+
+def state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """$LLMREPL_HOME, else $XDG_DATA_HOME/llmrepl, else ~/.local/share/llmrepl (not created)."""
+    env = os.environ if env is None else env
+    explicit = _path_from(env, "LLMREPL_HOME")
+    if explicit is not None:
+        return explicit
+    return _xdg(env, "XDG_DATA_HOME", ".local/share") / "llmrepl"
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the configuration: ``overrides`` > environment > file > defaults.
+
+    ``overrides`` holds command-line values under dotted keys (``"repl.max_steps"``); None
+    means the flag was not given. A missing default file is fine; a file named explicitly
+    (argument or ``$LLMREPL_CONFIG``) must exist.
+    """
+    env = os.environ if env is None else env
+    explicit = path is not None or bool(env.get("LLMREPL_CONFIG"))
+    file = Path(path).expanduser() if path is not None else default_config_path(env)
+
+    values: dict[str, object] = {}
+    read: str | None = None
+    try:
+        present = file.exists() or file.is_symlink()
+    except OSError:  # e.g. a folder on the way is unreadable: let _read_file say so
+        present = True
+    if present or explicit:
+        if not present:
+            source = "" if path is not None else " (from LLMREPL_CONFIG)"
+            raise ConfigError(f"{file}: config file not found{source}")
+        values.update(_flatten_file(str(file), _read_file(file)))
+        read = str(file)
+
+    for var, key in _ENV_KEYS.items():
+        if env.get(var, "").strip():
+            values[key] = _check(f"environment variable {var}", key, env[var].strip())
+
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in _TYPES:
+            hint = _suggest_key(key) if key.partition(".")[0] in _SECTIONS and "." in key else ""
+            raise ConfigError(f"command line: unknown setting '{key}'{hint}")
+        values[key] = _check("command line", key, _coerce_flag(key, value))
+
+    sections: dict[str, Any] = {}
+    for section, cls in _SECTIONS.items():
+        given = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith(section + ".")}
+        sections[section] = cls(**given)
+    return Config(**sections, path=read)
+
+
+def resolve_api_key(config: Config, env: Mapping[str, str] | None = None) -> str | None:
+    """The key from ``$<model.api_key_env>``, else ``model.api_key``; blank counts as none."""
+    env = os.environ if env is None else env
+    for candidate in (env.get(config.model.api_key_env), config.model.api_key):
+        if candidate and candidate.strip():
+            return candidate.strip()
+    return None
+
+
+def config_warnings(config: Config) -> list[str]:
+    """Problems worth a warning but not an error, e.g. a key in a file others can read."""
+    warnings: list[str] = []
+    if config.path is None or config.model.api_key is None or os.name == "nt":
+        return warnings
+    try:
+        st = os.stat(config.path)
+    except OSError:
+        return warnings
+    if st.st_mode & 0o044:
+        warnings.append(
+            f"warning: {config.path} holds model.api_key and is readable by others; "
+            f"run: chmod 600 {config.path}"
+        )
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        warnings.append(
+            f"warning: {config.path} holds model.api_key and belongs to another user; "
+            "keep the key in your own file or in the environment"
+        )
+    return warnings

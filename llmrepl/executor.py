@@ -1,0 +1,411 @@
+"""Runs Python cells in one persistent namespace and returns a record of what happened.
+
+Cells run in-process on the calling thread. ``run()`` never raises: exceptions,
+``SystemExit``, Ctrl-C and timeouts are stored on the :class:`ExecResult`. Global state a
+cell may break (std streams, builtins, hooks, signal handlers, recursion limit) is
+restored after every cell, builtins first. See research/reliability.md §2.
+"""
+
+from __future__ import annotations
+
+import _signal
+import ast
+import builtins
+import getpass
+import linecache
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import CodeType, FrameType
+from typing import Any
+
+from llmrepl import capture as _capture_mod
+from llmrepl.capture import (
+    INPUT_NOT_ALLOWED,
+    CappedBuffer,
+    Capture,
+    CaptureRouter,
+    CaptureStream,
+    FigureLog,
+    OutputSink,
+    StdinStub,
+    format_exception,
+    safe_str,
+)
+from llmrepl.errors import InputNotAllowed
+
+__all__ = ["CellTimeout", "ExecResult", "Executor", "OutputSink"]
+
+MPL_BACKEND = "module://llmrepl.mpl_backend"
+_MISSING = object()
+
+# Bound at import: the code that runs after a cell must not depend on anything the cell can rebind.
+_BaseException, _SystemExit, _KeyboardInterrupt = BaseException, SystemExit, KeyboardInterrupt
+_len, _type = len, type
+_exec, _eval, _repr, _str = exec, eval, repr, str
+_perf_counter = time.perf_counter
+_get_ident = threading.get_ident
+_MAIN_IDENT = threading.main_thread().ident
+# The C functions: the ``signal`` module's wrappers cost ~5 µs a call converting enums.
+_setsignal, _getsignal, _setitimer = _signal.signal, _signal.getsignal, _signal.setitimer
+_SIGINT, _SIGALRM, _ITIMER_REAL = int(signal.SIGINT), int(signal.SIGALRM), int(signal.ITIMER_REAL)
+_getrecursionlimit, _setrecursionlimit = sys.getrecursionlimit, sys.setrecursionlimit
+_BUILTINS = builtins.__dict__
+_EXIT_NOTE = "the cell ended; llmrepl keeps running — use /exit or Ctrl-D to leave"
+
+
+class CellTimeout(BaseException):
+    """Raised inside a cell that ran past its time limit (a BaseException: ``except Exception`` misses it)."""
+
+
+@dataclass
+class ExecResult:
+    """Everything one ``Executor.run()`` produced."""
+
+    cell: int
+    source: str
+    stdout: str = ""
+    stderr: str = ""
+    output: str = ""
+    value_repr: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+    duration: float = 0.0
+    interrupted: bool = False
+    timed_out: bool = False
+    exit_code: object = None
+    figures: list[str] = field(default_factory=list)
+    output_chars: int = 0
+    repairs: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _Quitter:
+    """``exit``/``quit`` in the namespace: end the cell, not llmrepl."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Use {self.name}() to end this cell; use /exit or Ctrl-D to leave llmrepl"
+
+    def __call__(self, code: object = None) -> None:
+        raise SystemExit(code)
+
+
+def _restore_builtins(snapshot: dict[str, Any], repairs: list[str]) -> None:
+    """Put back builtins a cell rebound or deleted (names it added stay). Uses no builtins."""
+    bd = _BUILTINS
+    try:
+        # dict == compares by identity first, so this is a fast C loop when nothing changed.
+        if _len(bd) == _len(snapshot) and snapshot == bd:
+            return
+    except _BaseException:  # a replacement object's __eq__ raised: check one by one
+        pass
+    for name, value in snapshot.items():
+        current = bd.get(name, _MISSING)
+        if current is not value:
+            bd[name] = value
+            how = "deleted" if current is _MISSING else "changed"
+            repairs.append(f"builtins.{name} was {how}; restored")
+
+
+class Executor:
+    """A persistent namespace plus ``run(source) -> ExecResult``. Not thread-safe; one cell at a time."""
+
+    def __init__(
+        self,
+        namespace: dict[str, Any] | None = None,
+        *,
+        sink: OutputSink | None = None,
+        input_func: Callable[[str], str] | None = None,
+        timeout: float = 0,
+        figure_dir: str | os.PathLike[str] | None = None,
+        max_capture_chars: int = 200_000,
+    ) -> None:
+        self._router = CaptureRouter(sink)
+        self._stdout = CaptureStream(self._router, "stdout")
+        self._stderr = CaptureStream(self._router, "stderr")
+        self._stdin = StdinStub(self._stdin_readline)
+        self.input_func = input_func
+        self.timeout = timeout
+        self.max_capture_chars = max_capture_chars
+        self.cell_count = 0
+        self._figures = FigureLog(figure_dir)
+        self._figure_dir = figure_dir
+        self._exit, self._quit = _Quitter("exit"), _Quitter("quit")
+        self.namespace: dict[str, Any] = {} if namespace is None else namespace
+        self._prepare_namespace()
+        self._armed = False
+        self._timeout_fired = False
+        self._timeout_msg = ""
+        # Bound once so identity checks against signal.getsignal() work.
+        self._sigint_handler = self._on_sigint
+        self._alarm_handler = self._on_alarm
+        self._input_bound = self._input
+        self._getpass_bound = self._getpass
+        self._mpl_checked = False
+        self._mpl_env_prev: str | None | object = _MISSING
+        if "matplotlib" not in sys.modules and os.environ.get("MPLBACKEND") != MPL_BACKEND:
+            self._mpl_env_prev = os.environ.get("MPLBACKEND")
+            os.environ["MPLBACKEND"] = MPL_BACKEND
+
+    # -- public API ---------------------------------------------------------------------
+
+    @property
+    def sink(self) -> OutputSink | None:
+        """Receives output live while a cell runs (and late output from its threads afterwards)."""
+        return self._router.sink
+
+    @sink.setter
+    def sink(self, sink: OutputSink | None) -> None:
+        self._router.sink = sink
+
+    def reset(self) -> None:
+        """A fresh namespace; settings stay and cell numbering continues."""
+        self.namespace = {}
+        self._prepare_namespace()
+
+    def user_variables(self) -> dict[str, Any]:
+        """The names the user's code made: no dunders, no ``_``/``_N`` history, no injected exit/quit."""
+        out = {}
+        for name, value in self.namespace.items():
+            if name.startswith("__") and name.endswith("__"):
+                continue
+            if name == "_" or (name[:1] == "_" and name[1:].isdigit()):
+                continue
+            if (name == "exit" and value is self._exit) or (name == "quit" and value is self._quit):
+                continue
+            out[name] = value
+        return out
+
+    def run(self, source: str, *, timeout: float | None = None) -> ExecResult:
+        """Compile and run one cell. Never raises; everything is on the returned record."""
+        start = _perf_counter()
+        self.cell_count += 1
+        n = self.cell_count
+        result = ExecResult(cell=n, source=source)
+        filename = f"<cell-{n}>"
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        try:
+            body, expr = self._compile(source, filename)
+        except BaseException as exc:  # SyntaxError, ValueError (NUL bytes), RecursionError, ...
+            result.error_type = "SyntaxError" if isinstance(exc, ValueError) else type(exc).__name__
+            if isinstance(exc, SyntaxError):
+                result.error = "".join(traceback.format_exception_only(type(exc), exc))
+            else:
+                result.error = f"{result.error_type}: {safe_str(exc)}\n"
+            result.interrupted = isinstance(exc, KeyboardInterrupt)
+        else:
+            if not self._mpl_checked:
+                self._check_matplotlib()
+            limit = self.timeout if timeout is None else timeout
+            self._execute(body, expr, result, limit or 0)
+            if self._mpl_env_prev is not _MISSING and "matplotlib" in sys.modules:
+                self._restore_mpl_env()
+        result.duration = _perf_counter() - start
+        return result
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _prepare_namespace(self) -> None:
+        ns = self.namespace
+        ns.setdefault("__name__", "__main__")
+        ns.setdefault("__doc__", None)
+        ns["__builtins__"] = builtins
+        ns.setdefault("exit", self._exit)
+        ns.setdefault("quit", self._quit)
+
+    @staticmethod
+    def _compile(source: str, filename: str) -> tuple[CodeType, CodeType | None]:
+        tree = ast.parse(source, filename, "exec")
+        expr = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = tree.body.pop()
+            assert isinstance(last, ast.Expr)
+            expr = compile(ast.Expression(last.value), filename, "eval", dont_inherit=True)
+        return compile(tree, filename, "exec", dont_inherit=True), expr
+
+    def _execute(self, body: CodeType, expr: CodeType | None, result: ExecResult, limit: float) -> None:
+        ns, bd, n = self.namespace, _BUILTINS, result.cell
+        ns["__builtins__"] = builtins  # a cell may have deleted or replaced it
+        orig_input = bd.get("input", _MISSING)
+        bd["input"] = self._input_bound
+        snapshot = bd.copy()
+        orig_getpass = getpass.getpass
+        getpass.getpass = self._getpass_bound
+        saved = (sys.stdout, sys.stderr, sys.stdin, sys.excepthook, sys.displayhook)
+        old_limit = _getrecursionlimit()
+        cap = self._router.capture = Capture(self.max_capture_chars, self._router.sink)
+        _capture_mod.set_active_figure_log(self._figures)
+        first_figure = len(self._figures.saved)
+        main = _get_ident() == _MAIN_IDENT
+        old_int: Any = None
+        old_alarm: Any = None
+        self._timeout_fired = False
+        exc: BaseException | None = None
+        try:
+            if main:
+                old_int = _setsignal(_SIGINT, self._sigint_handler)
+                if limit > 0:
+                    self._timeout_msg = (
+                        f"the cell ran longer than {limit:g} s and was stopped (the namespace is "
+                        "intact; raise --timeout or exec.timeout to allow more)"
+                    )
+                    old_alarm = _setsignal(_SIGALRM, self._alarm_handler)
+            sys.stdout, sys.stderr, sys.stdin = self._stdout, self._stderr, self._stdin
+            self._armed = True
+            if main and limit > 0:
+                # Re-fires, so a cell that swallows one CellTimeout is stopped by the next.
+                _setitimer(_ITIMER_REAL, limit, min(limit, 1.0))
+            _exec(body, ns)
+            if expr is not None:
+                value = _eval(expr, ns)
+                if value is not None:
+                    ns["_"] = ns[f"_{n}"] = value
+                    buf = CappedBuffer(self.max_capture_chars)
+                    buf.add(_repr(value))
+                    result.value_repr = buf.getvalue()
+        except _BaseException as e:
+            self._armed = False
+            exc = e
+        finally:
+            self._armed = False
+            if main and limit > 0:
+                _setitimer(_ITIMER_REAL, 0)
+            repairs = result.repairs
+            _restore_builtins(snapshot, repairs)  # FIRST: everything below relies on builtins
+            if orig_input is _MISSING:
+                bd.pop("input", None)
+            else:
+                bd["input"] = orig_input
+            self._router.capture = None
+            self._restore_sys(saved, old_limit, repairs)
+            if getpass.getpass is not self._getpass_bound:
+                repairs.append("getpass.getpass was replaced; restored")
+            getpass.getpass = orig_getpass
+            if main:
+                self._restore_signals(old_int, old_alarm, limit, repairs)
+        result.stdout = cap.stdout.getvalue()
+        result.stderr = cap.stderr.getvalue()
+        result.output = cap.output.getvalue()
+        result.output_chars = cap.chars
+        if len(self._figures.saved) > first_figure:
+            result.figures = self._figures.saved[first_figure:]
+        result.timed_out = self._timeout_fired
+        if cap.sink_error:
+            repairs.append(cap.sink_error)
+        if exc is not None:
+            self._record_exception(exc, result)
+
+    def _restore_sys(self, saved: tuple[Any, ...], old_limit: int, repairs: list[str]) -> None:
+        ours = (self._stdout, self._stderr, self._stdin, saved[3], saved[4])
+        names = ("stdout", "stderr", "stdin", "excepthook", "displayhook")
+        for name, mine, old in zip(names, ours, saved, strict=True):
+            if getattr(sys, name, None) is not mine:
+                repairs.append(f"sys.{name} was replaced; restored")
+            setattr(sys, name, old)
+        current = _getrecursionlimit()
+        if current != old_limit:
+            repairs.append(f"recursion limit was {current}; reset to {old_limit}")
+            _setrecursionlimit(old_limit)
+
+    def _restore_signals(self, old_int: Any, old_alarm: Any, limit: float, repairs: list[str]) -> None:
+        if _getsignal(_SIGINT) is not self._sigint_handler:
+            repairs.append("SIGINT handler was changed; restored")
+        _setsignal(_SIGINT, old_int if old_int is not None else signal.default_int_handler)
+        if limit > 0:
+            if _getsignal(_SIGALRM) is not self._alarm_handler:
+                repairs.append("SIGALRM handler was changed; restored")
+            _setsignal(_SIGALRM, old_alarm if old_alarm is not None else signal.SIG_DFL)
+
+    def _record_exception(self, exc: BaseException, result: ExecResult) -> None:
+        result.error_type = type(exc).__name__
+        if isinstance(exc, SystemExit):
+            result.exit_code = exc.code
+            code = "" if exc.code is None else f": {safe_str(exc.code)}"
+            result.error = f"SystemExit{code} ({_EXIT_NOTE})\n"
+            return
+        if isinstance(exc, CellTimeout):
+            result.timed_out = True
+        elif isinstance(exc, KeyboardInterrupt):
+            result.interrupted = True
+        result.error = format_exception(exc, self.max_capture_chars, skip_files=(__file__,))
+
+    def _check_matplotlib(self) -> None:
+        """If matplotlib was imported before us, switch it to the non-blocking backend once."""
+        self._mpl_checked = True
+        mpl = sys.modules.get("matplotlib")
+        if mpl is None:
+            return
+        try:
+            if mpl.rcParams._get_backend_or_none() != MPL_BACKEND:
+                mpl.use(MPL_BACKEND)
+        except Exception:  # an unusual matplotlib; plt.show() may then block or warn
+            pass
+
+    def _restore_mpl_env(self) -> None:
+        """matplotlib read MPLBACKEND at import; stop it leaking into child processes."""
+        prev, self._mpl_env_prev = self._mpl_env_prev, _MISSING
+        if os.environ.get("MPLBACKEND") == MPL_BACKEND:
+            if isinstance(prev, str):
+                os.environ["MPLBACKEND"] = prev
+            else:
+                os.environ.pop("MPLBACKEND", None)
+
+    # -- hooks active while a cell runs -------------------------------------------------
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        if self._armed:
+            raise KeyboardInterrupt
+
+    def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
+        if self._armed:
+            self._timeout_fired = True
+            raise CellTimeout(self._timeout_msg)
+
+    def _record_input(self, text: str, echo: bool) -> None:
+        cap = self._router.capture
+        if cap is not None:
+            cap.write("stdout", text, echo=echo)
+
+    def _input(self, prompt: object = "") -> str:
+        """``input()`` during a cell: asks ``input_func``, or refuses when nobody can answer."""
+        text = safe_str(prompt)
+        func = self.input_func
+        if func is None:
+            if text:
+                self._record_input(text, echo=True)
+            raise InputNotAllowed(INPUT_NOT_ALLOWED)
+        answer = func(text)  # EOFError propagates into the cell, as with a real input()
+        # The front end showed the prompt and the typing; the transcript still needs both.
+        self._record_input(f"{text}{answer}\n", echo=False)
+        return answer
+
+    def _getpass(self, prompt: str = "Password: ", stream: object = None) -> str:
+        """``getpass.getpass()`` during a cell: like input(), but the answer is never recorded."""
+        func = self.input_func
+        if func is None:
+            raise InputNotAllowed(INPUT_NOT_ALLOWED)
+        answer = func(prompt)
+        self._record_input(f"{prompt}\n", echo=False)
+        return answer
+
+    def _stdin_readline(self) -> str:
+        func = self.input_func
+        if func is None:
+            raise InputNotAllowed(INPUT_NOT_ALLOWED)
+        try:
+            line = func("")
+        except EOFError:
+            return ""
+        self._record_input(f"{line}\n", echo=False)
+        return line + "\n"

@@ -1,0 +1,445 @@
+"""The model boundary: the ``ModelClient`` protocol, the ``openai`` adapter and a scripted fake.
+
+``OpenAIModel`` is the only code that touches the openai SDK, and imports it lazily (inside
+functions) so startup stays fast. ``complete()`` always returns a ``Completion`` or raises a
+``ModelError`` worded for the user; Ctrl-C while waiting or streaming returns the text that
+had arrived with ``interrupted=True``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .errors import ModelError
+from .model_errors import (
+    KEY_HINT,
+    DeadlineExceeded,
+    UnexpectedResponse,
+    host_of,
+    to_model_error,
+)
+
+__all__ = [
+    "ToolCall",
+    "Usage",
+    "Completion",
+    "ModelClient",
+    "OpenAIModel",
+    "ScriptedModel",
+    "to_model_error",
+]
+
+NO_KEY_PLACEHOLDER = "sk-no-key-required"
+# request parameters a server may reject; retried once without them, then remembered per model
+DROPPABLE = ("max_completion_tokens", "max_tokens", "temperature", "stream_options", "tools")
+_UNSUPPORTED_WORDS = re.compile(
+    r"(?i)unsupported|not supported|does not support|unknown|unrecognized|not permitted|"
+    r"extra (fields|inputs)|not allowed|unexpected (keyword|field|argument)|invalid (parameter|field)|"
+    r"requires --jinja"
+)
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # raw JSON text as the model sent it (may be broken)
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+@dataclass
+class Completion:
+    text: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None  # stop | tool_calls | length | content_filter | None
+    usage: Usage | None = None
+    interrupted: bool = False  # Ctrl-C while waiting/streaming; `text` holds what arrived
+    model: str | None = None
+    refusal: str | None = None  # the model's refusal message, when it sent one
+
+    @property
+    def complete(self) -> bool:
+        """True when the model finished on its own (not cut, not truncated, not interrupted)."""
+        return self.finish_reason in ("stop", "tool_calls") and not self.interrupted
+
+
+class ModelClient(Protocol):
+    model: str
+
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Completion: ...
+
+
+class _CallbackError(Exception):
+    """An exception raised by the caller's ``on_text``: re-raised as-is, never blamed on the server."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+class _Answer:
+    """Accumulates one answer (streamed or not) so a failure or Ctrl-C can keep what arrived."""
+
+    def __init__(self, on_text: Callable[[str], None] | None) -> None:
+        self.on_text = on_text
+        self.parts: list[str] = []
+        self.tools: list[ToolCall] = []
+        self.by_index: dict[int, ToolCall] = {}
+        self.finish: str | None = None
+        self.usage: Usage | None = None
+        self.model: str | None = None
+        self.refusal = ""
+        self.chunks = 0
+        self.streaming = False  # the response had started, failures are mid-answer
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def emit(self, text: str) -> None:
+        self.parts.append(text)
+        if self.on_text is not None:
+            try:
+                self.on_text(text)
+            except Exception as e:
+                raise _CallbackError(e) from e
+
+    def add_chunk(self, chunk: Any) -> None:
+        self.chunks += 1
+        self.model = getattr(chunk, "model", None) or self.model
+        self.usage = _usage(getattr(chunk, "usage", None)) or self.usage
+        for choice in getattr(chunk, "choices", None) or []:  # usage-only final chunk: []
+            if getattr(choice, "index", 0) not in (0, None):
+                continue
+            delta = getattr(choice, "delta", None)
+            if delta is not None:
+                if getattr(delta, "refusal", None):
+                    self.refusal += delta.refusal
+                for tc in getattr(delta, "tool_calls", None) or []:
+                    self._merge_tool(tc)
+                if getattr(delta, "content", None):
+                    self.emit(delta.content)
+            self.finish = getattr(choice, "finish_reason", None) or self.finish
+
+    def _merge_tool(self, tc: Any) -> None:
+        index, tc_id, fn = getattr(tc, "index", None), getattr(tc, "id", None), getattr(tc, "function", None)
+        if isinstance(index, int):
+            entry = self.by_index.get(index)
+            if entry is None:
+                entry = self.by_index[index] = ToolCall("", "", "")
+                self.tools.append(entry)
+        elif not self.tools or (tc_id and self.tools[-1].id and self.tools[-1].id != tc_id):
+            entry = ToolCall("", "", "")  # servers that omit `index`: a new id starts a new call
+            self.tools.append(entry)
+        else:
+            entry = self.tools[-1]
+        if tc_id and not entry.id:
+            entry.id = tc_id
+        if fn is not None:
+            if getattr(fn, "name", None) and not entry.name:
+                entry.name = fn.name
+            if getattr(fn, "arguments", None):
+                entry.arguments += fn.arguments
+
+    def result(self, *, interrupted: bool = False, model: str | None = None) -> Completion:
+        for n, tc in enumerate(self.tools):
+            tc.id = tc.id or f"call_{n}"
+        return Completion(self.text, list(self.tools), self.finish, self.usage, interrupted,
+                          self.model or model, self.refusal or None)
+
+
+def _usage(u: Any) -> Usage | None:
+    if u is None:
+        return None
+    p, c = int(getattr(u, "prompt_tokens", 0) or 0), int(getattr(u, "completion_tokens", 0) or 0)
+    return Usage(p, c, int(getattr(u, "total_tokens", 0) or p + c))
+
+
+def _describe_body(body: str | bytes) -> str:
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    m = re.search(r"(?is)<title[^>]*>(.*?)</title>", text)
+    if m or "<html" in text[:500].lower():
+        return f"it sent a web page{': ' + m.group(1).strip() if m else ''}"
+    return f"it sent text: {text[:80]!r}"
+
+
+class OpenAIModel:
+    """``ModelClient`` over the openai SDK's Chat Completions API (OpenAI or any compatible server)."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        stream: bool = True,
+        temperature: float | None = None,
+        max_output_tokens: int | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        client: Any | None = None,
+    ) -> None:
+        self.model = model
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        self.stream = stream
+        self.temperature = temperature
+        self.max_output_tokens = max_output_tokens
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.deadline = max(timeout * 5, 300.0)  # total per answer: the SDK timeout is per read
+        self.unsupported: dict[str, set[str]] = {}  # model -> request parameters it rejected
+        self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
+        self._client = client
+        self._built_for: tuple[str | None] | None = None  # (base_url,) our own client was built for
+        self._lock = threading.Lock()
+
+    # -- client ----------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Import openai and build the client (idempotent, thread-safe; raises ModelError)."""
+        self._get_client()
+
+    def _get_client(self) -> Any:
+        if not self._stale():
+            return self._client
+        if not self._api_key and not self.base_url:
+            # checked here, not in __init__: a local-server probe may still set base_url
+            raise ModelError(
+                f"No model configured: no API key and no base URL. {KEY_HINT[0].upper()}"
+                f"{KEY_HINT[1:]} for OpenAI, or set model.base_url / --base-url to a local "
+                "OpenAI-compatible server such as Ollama (http://localhost:11434/v1).",
+                kind="no_model",
+            )
+        with self._lock:
+            if self._stale():
+                import openai
+
+                try:
+                    self._client = openai.OpenAI(
+                        api_key=self._api_key or NO_KEY_PLACEHOLDER,
+                        base_url=self.base_url,
+                        timeout=self._timeout(),
+                        max_retries=self.max_retries,
+                    )
+                    self._built_for = (self.base_url,)
+                except openai.OpenAIError as e:
+                    raise self._error(e) from None
+        return self._client
+
+    def _stale(self) -> bool:
+        """No client yet, or ours was built for another base_url (set later, e.g. by a probe)."""
+        return self._client is None or (
+            self._built_for is not None and self._built_for[0] != self.base_url
+        )
+
+    def _timeout(self) -> Any:
+        import openai
+
+        return openai.Timeout(self.timeout, connect=min(5.0, self.timeout))
+
+    def _error(self, exc: BaseException, answer: _Answer | None = None) -> ModelError:
+        return to_model_error(
+            exc, base_url=self.base_url, model=self.model, partial=answer.text if answer else "",
+            api_key=self._api_key, timeout=self.timeout, max_retries=self.max_retries,
+            in_stream=bool(answer and answer.streaming),
+        )
+
+    def list_models(self) -> list[str]:
+        """Model names the server lists (GET /models), sorted."""
+        client = self._get_client()
+        try:
+            return sorted(str(m.id) for m in client.models.list())
+        except Exception as e:
+            if getattr(e, "status_code", None) == 404:
+                url = self.base_url or "https://api.openai.com/v1"
+                raise ModelError(
+                    f"{url}/models was not found: the server may not list its models, or the "
+                    "base URL is wrong (it usually ends in /v1).", kind="not_found", status=404,
+                ) from None
+            raise self._error(e) from None
+
+    # -- completion ------------------------------------------------------------------
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Completion:
+        answer = _Answer(on_text)
+        try:
+            client = self._get_client()
+            dropped: set[str] = set()
+            while True:
+                kwargs = self._request(messages, tools)
+                try:
+                    if self.stream:
+                        return self._streamed(client, kwargs, answer)
+                    return self._whole(client, kwargs, answer)
+                except Exception as e:
+                    param = None if answer.streaming else self._rejected_param(e, kwargs)
+                    if param is None or param in dropped:
+                        raise
+                    dropped.add(param)
+                    self.unsupported.setdefault(self.model, set()).add(param)
+        except KeyboardInterrupt:
+            return answer.result(interrupted=True, model=self.model)
+        except _CallbackError as e:
+            raise e.original from None
+        except ModelError:
+            raise
+        except Exception as e:
+            raise self._error(e, answer) from e
+
+    def _request(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> dict[str, Any]:
+        skip = self.unsupported.get(self.model, set())
+        kw: dict[str, Any] = {"model": self.model, "messages": messages, "stream": self.stream}
+        if tools and "tools" not in skip:
+            kw["tools"] = tools
+        if self.max_output_tokens is not None:
+            if "max_completion_tokens" not in skip:
+                kw["max_completion_tokens"] = self.max_output_tokens
+            elif "max_tokens" not in skip:  # older servers only know the deprecated name
+                kw["max_tokens"] = self.max_output_tokens
+        if self.temperature is not None and "temperature" not in skip:
+            kw["temperature"] = self.temperature
+        if self.stream and "stream_options" not in skip:
+            kw["stream_options"] = {"include_usage": True}
+        return kw
+
+    @staticmethod
+    def _rejected_param(exc: Exception, kwargs: dict[str, Any]) -> str | None:
+        """The request parameter a 400/422 says the model does not support, if any."""
+        if getattr(exc, "status_code", None) not in (400, 422):
+            return None
+        code = getattr(exc, "code", None)
+        if code == "context_length_exceeded":
+            return None
+        body = getattr(exc, "body", None)
+        text = f"{exc} {body if isinstance(body, (str, dict)) else ''}"
+        if code not in ("unsupported_parameter", "unsupported_value") and not _UNSUPPORTED_WORDS.search(text):
+            return None
+        sent = [k for k in DROPPABLE if k in kwargs]
+        param = str(getattr(exc, "param", None) or "").split(".")[0].split("[")[0]
+        if param in sent:
+            return param
+        hits = [(m.start(), k) for k in sent if (m := re.search(rf"\b{k}\b", text))]
+        return min(hits)[1] if hits else None
+
+    def _streamed(self, client: Any, kwargs: dict[str, Any], answer: _Answer) -> Completion:
+        deadline = time.monotonic() + self.deadline
+        stream = client.chat.completions.create(**kwargs, timeout=self._timeout())
+        with stream:  # closes the HTTP response on every exit path, Ctrl-C included
+            response = getattr(stream, "response", None)
+            ctype = str(getattr(response, "headers", {}).get("content-type", "")).lower()
+            if response is not None and ("html" in ctype or "json" in ctype):
+                return self._not_a_stream(response.read(), answer)
+            answer.streaming = True
+            for chunk in stream:
+                answer.add_chunk(chunk)
+                if time.monotonic() > deadline:
+                    raise DeadlineExceeded(self.deadline)
+        return answer.result(model=self.model)
+
+    def _not_a_stream(self, body: bytes, answer: _Answer) -> Completion:
+        """A server that ignored ``stream``: accept a whole JSON completion, reject anything else."""
+        import json
+
+        from openai.types.chat import ChatCompletion
+
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise UnexpectedResponse(_describe_body(body)) from None
+        if isinstance(data, dict) and data.get("choices"):
+            return self._fill(ChatCompletion.construct(**data), answer)  # recursive, lenient
+        raise UnexpectedResponse(f"it sent JSON that is not a stream: {body[:120]!r}")
+
+    def _whole(self, client: Any, kwargs: dict[str, Any], answer: _Answer) -> Completion:
+        return self._fill(client.chat.completions.create(**kwargs, timeout=self._timeout()), answer)
+
+    def _fill(self, resp: Any, answer: _Answer) -> Completion:
+        if isinstance(resp, (str, bytes)):
+            raise UnexpectedResponse(_describe_body(resp))
+        choices = getattr(resp, "choices", None)
+        if not choices:
+            raise UnexpectedResponse("the answer had no choices")
+        choice = choices[0]
+        msg = getattr(choice, "message", None)
+        answer.model = getattr(resp, "model", None)
+        answer.usage = _usage(getattr(resp, "usage", None))
+        answer.finish = getattr(choice, "finish_reason", None)
+        answer.refusal = getattr(msg, "refusal", None) or ""
+        for n, tc in enumerate(getattr(msg, "tool_calls", None) or []):
+            fn = getattr(tc, "function", None)
+            if fn is not None:  # custom (non-function) tool calls are not ours
+                answer.tools.append(ToolCall(tc.id or f"call_{n}", fn.name or "", fn.arguments or ""))
+        text = getattr(msg, "content", None) or ""
+        if text:
+            answer.emit(text)
+        return answer.result(model=self.model)
+
+    def __repr__(self) -> str:
+        return f"OpenAIModel(model={self.model!r}, host={host_of(self.base_url)!r}, stream={self.stream})"
+
+
+class ScriptedModel:
+    """A ``ModelClient`` that plays queued replies and records every call (for engine tests)."""
+
+    def __init__(self, replies: Iterable[str | Completion | BaseException] = (), *,
+                 model: str = "scripted") -> None:
+        self.model = model
+        self._queue: deque[str | Completion | BaseException] = deque(replies)
+        self.calls: list[dict[str, Any]] = []
+
+    def enqueue(self, *replies: str | Completion | BaseException) -> None:
+        self._queue.extend(replies)
+
+    @property
+    def pending(self) -> int:
+        """Replies still queued."""
+        return len(self._queue)
+
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Completion:
+        self.calls.append({"messages": copy.deepcopy(messages), "tools": copy.deepcopy(tools),
+                           "model": self.model})
+        if not self._queue:
+            raise AssertionError("ScriptedModel: no reply queued")
+        reply = self._queue.popleft()
+        if isinstance(reply, BaseException):
+            raise reply
+        if isinstance(reply, str):
+            reply = Completion(text=reply, finish_reason="stop", model=self.model)
+        else:
+            reply = dataclasses.replace(reply, tool_calls=[dataclasses.replace(t) for t in reply.tool_calls])
+        if on_text is not None and reply.text:
+            size = max(1, -(-len(reply.text) // 3))  # about three chunks, like a short stream
+            for i in range(0, len(reply.text), size):
+                on_text(reply.text[i:i + size])
+        return reply

@@ -1,0 +1,479 @@
+"""Executor: what a cell run records, and what it leaves intact for the next one."""
+
+from __future__ import annotations
+
+import builtins
+import getpass
+import io
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from llmrepl.errors import InputNotAllowed
+from llmrepl.executor import CellTimeout, ExecResult, Executor
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def write(self, stream: str, text: str) -> None:
+        self.items.append((stream, text))
+
+
+@pytest.fixture
+def ex(tmp_path):
+    return Executor(figure_dir=tmp_path / "figs")
+
+
+# -- 1. AST: trailing expression, `_`, linecache ------------------------------------------
+
+
+def test_trailing_expression_value_and_underscore(ex):
+    r = ex.run("x = 20\nx + 22")
+    assert r.ok and r.value_repr == "42" and ex.namespace["_"] == 42
+    assert ex.run("None").value_repr is None
+    assert ex.run("print('hi')").value_repr is None  # print() returns None: no repr, like the REPL
+    assert ex.namespace["_"] == 42
+    assert ex.run("'a'").value_repr == "'a'"
+
+
+def test_statement_cell_has_no_value(ex):
+    assert ex.run("y = [1, 2]").value_repr is None
+    assert ex.namespace["y"] == [1, 2]
+
+
+def test_traceback_shows_cell_name_and_source_line(ex):
+    ex.run("pass")
+    r = ex.run("def f():\n    return 1 / 0\nf()")
+    assert 'File "<cell-2>", line 2, in f' in r.error
+    assert "return 1 / 0" in r.error
+    assert r.error.rstrip().endswith("ZeroDivisionError: division by zero")
+
+
+def test_executor_future_flags_do_not_leak_into_cells(ex):
+    # executor.py has `from __future__ import annotations`; cells must not inherit it.
+    r = ex.run("def f(x: int): pass\nf.__annotations__['x']")
+    assert r.value_repr == "<class 'int'>"
+
+
+def test_non_main_attributes(ex):
+    assert ex.run("__name__").value_repr == "'__main__'"
+    assert "__builtins__" in ex.namespace
+
+
+# -- 2. SyntaxError ---------------------------------------------------------------------
+
+
+def test_syntax_error_runs_nothing(ex):
+    r = ex.run("print('ran')\nprint(1")
+    assert r.error_type == "SyntaxError"
+    assert r.stdout == "" and "ran" not in r.output
+    assert "<cell-1>" in r.error and "^" in r.error and "never closed" in r.error
+    assert ex.cell_count == 1
+    assert ex.run("1").cell == 2  # a SyntaxError cell still used a number
+
+
+def test_nul_byte_is_a_syntax_error(ex):
+    r = ex.run("x = 1\0")
+    assert r.error_type == "SyntaxError" and "null" in r.error
+    assert "x" not in ex.namespace
+
+
+# -- 3. Tracebacks ----------------------------------------------------------------------
+
+
+def test_traceback_drops_executor_frames_keeps_library_frames(ex):
+    r = ex.run("import json\njson.loads('{')")
+    assert "executor.py" not in r.error and "capture.py" not in r.error
+    assert "json" in r.error and "decoder.py" in r.error
+    assert r.error.startswith("Traceback (most recent call last):\n  File \"<cell-1>\"")
+    assert r.error_type == "JSONDecodeError"
+
+
+def test_traceback_survives_sabotaged_builtins(ex):
+    r = ex.run("import builtins\nbuiltins.len = None\nbuiltins.print = None\nraise ValueError('boom')")
+    assert r.error_type == "ValueError" and "ValueError: boom" in r.error
+    assert "builtins.len was changed; restored" in r.repairs
+    assert builtins.len([1, 2]) == 2
+    assert ex.run("print(len('abc'))").stdout == "3\n"
+
+
+def test_deleted_builtin_restored(ex):
+    r = ex.run("import builtins\ndel builtins.sorted")
+    assert "builtins.sorted was deleted; restored" in r.repairs
+    assert ex.run("sorted([2, 1])").value_repr == "[1, 2]"
+
+
+def test_exception_whose_str_raises(ex):
+    r = ex.run("class E(Exception):\n    def __str__(self):\n        raise RuntimeError\nraise E()")
+    assert r.error_type == "E" and "E: <exception str() failed>" in r.error
+
+
+def test_chained_exception_keeps_both(ex):
+    r = ex.run("try:\n    1/0\nexcept ZeroDivisionError as e:\n    raise KeyError('k') from e")
+    assert "ZeroDivisionError" in r.error and "direct cause" in r.error and "KeyError: 'k'" in r.error
+
+
+# -- 4. Capture ---------------------------------------------------------------------------
+
+
+def test_stdout_stderr_and_interleaved_output(ex):
+    r = ex.run("import sys\nprint('a')\nprint('b', file=sys.stderr)\nprint('c')")
+    assert r.stdout == "a\nc\n" and r.stderr == "b\n" and r.output == "a\nb\nc\n"
+    assert r.output_chars == 6
+
+
+def test_sink_gets_output_live(tmp_path):
+    sink = RecordingSink()
+    ex = Executor({"seen": sink.items}, sink=sink, figure_dir=tmp_path)
+    r = ex.run("import sys\nprint('hello')\nsys.stderr.write('warn')\nn = len(seen)")
+    assert ex.namespace["n"] == 3  # echoed before the cell ended
+    assert sink.items == [("stdout", "hello"), ("stdout", "\n"), ("stderr", "warn")]
+    assert r.output == "hello\nwarn"
+
+
+def test_failing_sink_does_not_break_print(tmp_path):
+    class Broken:
+        def write(self, stream: str, text: str) -> None:
+            raise BrokenPipeError
+
+    ex = Executor(sink=Broken(), figure_dir=tmp_path)
+    r = ex.run("print('still'); 1")
+    assert r.ok and r.stdout == "still\n"
+    assert any("live output stopped" in x for x in r.repairs)
+
+
+def test_run_without_sink_writes_nothing_to_terminal(ex, capfd):
+    r = ex.run("print('quiet')")
+    assert r.stdout == "quiet\n"
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_output_is_capped_head_and_tail(tmp_path):
+    ex = Executor(figure_dir=tmp_path, max_capture_chars=1000)
+    r = ex.run("for i in range(10000): print(f'{i:05d}')")
+    assert r.output_chars == 60000
+    assert r.stdout.startswith("00000\n00001\n")
+    assert r.stdout.endswith("09998\n09999\n")
+    assert "[... 59,000 characters omitted ...]" in r.stdout
+    assert len(r.stdout) < 1100 and r.output == r.stdout
+
+
+def test_one_gigabyte_keeps_memory_flat(ex):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    r = ex.run("import sys\ns = 'x' * 1_000_000\nfor _i in range(1000): sys.stdout.write(s)\ndel s")
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert r.output_chars == 10**9
+    assert f"[... {10**9 - 200_000:,} characters omitted ...]" in r.stdout
+    assert grown_kib < 20_000  # the 1 MB string itself, plus a bounded capture
+
+
+def test_stream_interface(ex):
+    code = (
+        "import sys, io\n"
+        "o = sys.stdout\n"
+        "o.buffer.write('é'.encode()[:1]); o.buffer.write('é'.encode()[1:] + b'\\xff!\\n')\n"
+        "try:\n    o.fileno()\nexcept io.UnsupportedOperation:\n    print('nofd')\n"
+        "try:\n    o.write(b'x')\nexcept TypeError as e:\n    print('TypeError', e)\n"
+        "o.close(); o.flush()\n"
+        "print(o.isatty(), o.writable(), o.encoding, o.closed)"
+    )
+    r = ex.run(code)
+    assert r.ok, r.error
+    assert r.stdout.splitlines() == [
+        "é\ufffd!",
+        "nofd",
+        "TypeError write() argument must be str, not bytes",
+        "False True utf-8 False",
+    ]
+
+
+# -- 5. SystemExit, KeyboardInterrupt, other exceptions ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "code, exit_code",
+    [("import sys; sys.exit(3)", 3), ("exit()", None), ("quit(5)", 5), ("raise SystemExit('bye')", "bye")],
+)
+def test_system_exit_is_recorded(ex, code, exit_code):
+    r = ex.run(code)
+    assert r.error_type == "SystemExit" and r.exit_code == exit_code
+    assert "the cell ended; llmrepl keeps running — use /exit or Ctrl-D to leave" in r.error
+    assert ex.run("1 + 1").value_repr == "2"
+
+
+def test_system_exit_message_format(ex):
+    r = ex.run("import sys; sys.exit(3)")
+    assert r.error.startswith("SystemExit: 3 (the cell ended;")
+
+
+def test_site_exit_does_not_close_real_stdin(ex, monkeypatch):
+    real = io.StringIO("hello\n")
+    monkeypatch.setattr(sys, "stdin", real)
+    r = ex.run("import builtins; builtins.exit(2)")  # site's Quitter closes sys.stdin
+    assert r.exit_code == 2
+    assert sys.stdin is real and not real.closed and real.readline() == "hello\n"
+
+
+def test_keyboard_interrupt_raised_in_cell_is_recorded(ex):
+    r = ex.run("print('partial')\nraise KeyboardInterrupt")
+    assert r.interrupted and r.error_type == "KeyboardInterrupt" and r.stdout == "partial\n"
+
+
+def test_namespace_survives_errors(ex):
+    ex.run("a = 1")
+    ex.run("b = 2\n1/0\nc = 3")
+    assert ex.user_variables() == {"a": 1, "b": 2}
+
+
+# -- 6. Restoring global state ------------------------------------------------------------
+
+
+def test_replaced_and_closed_streams_are_restored(ex):
+    out, err, inp = sys.stdout, sys.stderr, sys.stdin
+    hook, dhook = sys.excepthook, sys.displayhook
+    code = (
+        "import sys, os\n"
+        "sys.stdout.close(); sys.stdout = open(os.devnull, 'w')\n"
+        "sys.stderr.close(); sys.stderr = None\n"
+        "sys.stdin = None; sys.excepthook = None; sys.displayhook = None\n"
+        "sys.setrecursionlimit(60)"
+    )
+    r = ex.run(code)
+    assert (sys.stdout, sys.stderr, sys.stdin) == (out, err, inp)
+    assert (sys.excepthook, sys.displayhook) == (hook, dhook)
+    assert sys.getrecursionlimit() != 60
+    for what in ("sys.stdout", "sys.stderr", "sys.stdin", "sys.excepthook", "sys.displayhook"):
+        assert f"{what} was replaced; restored" in r.repairs
+    assert any(x.startswith("recursion limit was 60") for x in r.repairs)
+    assert ex.run("print('back')").stdout == "back\n"
+
+
+def test_sigint_handler_restored(ex):
+    before = signal.getsignal(signal.SIGINT)
+    r = ex.run("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)")
+    assert signal.getsignal(signal.SIGINT) is before
+    assert "SIGINT handler was changed; restored" in r.repairs
+
+
+def test_deleted_or_replaced_dunder_builtins(ex):
+    ex.run("del __builtins__")
+    assert ex.run("len('ab')").value_repr == "2"
+    ex.run("__builtins__ = {}")
+    assert ex.run("len('abc')").value_repr == "3"
+    r = ex.run("__builtins__.print = None")
+    assert "builtins.print was changed; restored" in r.repairs
+    assert ex.run("print('ok')").stdout == "ok\n"
+
+
+def test_clean_cell_reports_no_repairs(ex):
+    assert ex.run("x = 1").repairs == []
+
+
+# -- 7. input() ---------------------------------------------------------------------------
+
+
+def test_input_routed_to_input_func(tmp_path):
+    asked = []
+
+    def answer(prompt: str) -> str:
+        asked.append(prompt)
+        return "Ada"
+
+    ex = Executor(input_func=answer, figure_dir=tmp_path)
+    r = ex.run("name = input('Your name? ')\nprint('hi', name)")
+    assert asked == ["Your name? "]
+    assert r.stdout == "Your name? Ada\nhi Ada\n"
+    assert builtins.input is not ex._input_bound  # the real input() is back
+
+
+def test_input_func_eof_becomes_eoferror(tmp_path):
+    def eof(prompt: str) -> str:
+        raise EOFError
+
+    ex = Executor(input_func=eof, figure_dir=tmp_path)
+    r = ex.run("try:\n    input('? ')\nexcept EOFError:\n    print('eof')")
+    assert r.ok and r.stdout.endswith("eof\n")
+
+
+def test_stdin_readline_routed(tmp_path):
+    ex = Executor(input_func=lambda p: "42", figure_dir=tmp_path)
+    assert ex.run("import sys; sys.stdin.readline()").value_repr == "'42\\n'"
+
+
+@pytest.mark.parametrize(
+    "code", ["input('name? ')", "import sys; sys.stdin.read()", "import sys; sys.stdin.readline()",
+             "import getpass; getpass.getpass()"]
+)
+def test_input_not_allowed_without_input_func(ex, code):
+    t = time.monotonic()
+    r = ex.run(code)
+    assert time.monotonic() - t < 2
+    assert r.error_type == "InputNotAllowed"
+    assert "InputNotAllowed: input() is not available here: llmrepl runs this cell without a terminal" in r.error
+    assert "Put the value in the code instead." in r.error
+
+
+def test_input_prompt_captured_before_refusal(ex):
+    assert ex.run("input('Your name? ')").stdout == "Your name? "
+
+
+def test_getpass_restored_after_cell(ex):
+    original = getpass.getpass
+    ex.run("import getpass; getpass.getpass = None")
+    assert getpass.getpass is original
+
+
+def test_input_not_allowed_is_the_shared_error_type(ex):
+    ex.run("from llmrepl.errors import InputNotAllowed as E\ntry:\n    input()\nexcept E as e:\n    caught = e")
+    assert isinstance(ex.namespace["caught"], InputNotAllowed)
+
+
+# -- 8. Timeout ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    "code",
+    [
+        "while True: pass",
+        "import time; time.sleep(100)",
+        "import time\nwhile True:\n    try:\n        time.sleep(0.05)\n    except Exception:\n        pass",
+    ],
+)
+def test_timeout_stops_cell_and_keeps_namespace(ex, code):
+    ex.run("kept = 'yes'")
+    t = time.monotonic()
+    r = ex.run(code, timeout=0.3)
+    assert time.monotonic() - t < 3
+    assert r.timed_out and r.error_type == "CellTimeout" and not r.interrupted
+    assert "CellTimeout: the cell ran longer than 0.3 s and was stopped (the namespace is intact" in r.error
+    assert ex.namespace["kept"] == "yes"
+    assert ex.run("kept * 2").value_repr == "'yesyes'"
+
+
+@pytest.mark.timeout(20)
+def test_timeout_from_attribute_and_cleanup(ex):
+    marker = []
+    previous = signal.signal(signal.SIGALRM, lambda *a: marker.append(1))
+    try:
+        ex.timeout = 0.2
+        r = ex.run("while True: pass")
+        assert r.timed_out and "longer than 0.2 s" in r.error
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+        assert signal.getsignal(signal.SIGALRM) is not None and marker == []
+        ex.timeout = 0
+        assert ex.run("import time; time.sleep(0.3); 'done'").value_repr == "'done'"
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.timeout(20)
+def test_timeout_not_swallowed_by_bare_except(ex):
+    code = "import time\nfor _ in range(3):\n    try:\n        time.sleep(100)\n    except BaseException:\n        pass\nwhile True: pass"
+    r = ex.run(code, timeout=0.2)
+    assert r.timed_out and r.error_type == "CellTimeout"
+
+
+def test_cell_timeout_is_a_base_exception():
+    assert issubclass(CellTimeout, BaseException) and not issubclass(CellTimeout, Exception)
+
+
+# -- 9. Ctrl-C ----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_sigint_from_another_process_interrupts_cell(ex):
+    before = signal.getsignal(signal.SIGINT)
+    killer = subprocess.Popen(["sh", "-c", f"sleep 0.3; kill -INT {os.getpid()}"])
+    try:
+        r = ex.run("print('before')\nimport time\ntime.sleep(10)")
+    finally:
+        killer.wait()
+    assert r.interrupted and r.error_type == "KeyboardInterrupt"
+    assert r.duration < 5
+    assert r.stdout == "before\n" and "time.sleep(10)" in r.error
+    assert signal.getsignal(signal.SIGINT) is before
+    assert ex.run("1").ok
+
+
+# -- 10. matplotlib ----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_plt_show_saves_png_and_returns(tmp_path):
+    fig_dir = tmp_path / "figs"
+    ex = Executor(figure_dir=fig_dir)
+    assert "matplotlib" in sys.modules or os.environ.get("MPLBACKEND") == "module://llmrepl.mpl_backend"
+    r = ex.run("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\nplt.plot([2, 1])\nplt.show(block=True)")
+    assert r.ok, r.error
+    assert len(r.figures) == 2
+    assert [os.path.basename(p) for p in r.figures] == ["figure-001.png", "figure-002.png"]
+    for path in r.figures:
+        assert os.path.getsize(path) > 1000
+        assert f"[figure saved: {path}]" in r.output
+    assert (fig_dir.stat().st_mode & 0o777) == 0o700
+    r2 = ex.run("plt.plot([3]); plt.show()")
+    assert [os.path.basename(p) for p in r2.figures] == ["figure-003.png"]
+    assert ex.run("plt.get_fignums()").value_repr == "[]"
+    assert ex.run("x = 1").figures == []
+
+
+# -- 11. History names ------------------------------------------------------------------
+
+
+def test_numbered_results_survive_deletion(ex):
+    ex.run("10")
+    ex.run("x = 5")
+    ex.run("x * 3")
+    ex.run("del _")
+    assert ex.namespace["_1"] == 10 and ex.namespace["_3"] == 15 and "_2" not in ex.namespace
+    assert ex.run("_1 + _3").value_repr == "25"
+
+
+def test_user_variables_and_reset(ex):
+    ex.run("a = 1\n_b = 2\n3")
+    assert ex.user_variables() == {"a": 1, "_b": 2}
+    ex.run("exit = 'mine'")
+    assert ex.user_variables()["exit"] == "mine"
+    ex.reset()
+    assert ex.user_variables() == {}
+    assert ex.namespace["__name__"] == "__main__"
+    assert ex.run("a").error_type == "NameError"
+    assert ex.cell_count == 3  # numbering continues across reset()
+
+
+def test_exit_repr_in_namespace_explains(ex):
+    assert "/exit" in ex.run("exit").value_repr
+
+
+def test_passed_namespace_is_used():
+    ns = {"preset": 7}
+    ex = Executor(ns)
+    ex.run("preset += 1")
+    assert ns["preset"] == 8 and ex.namespace is ns
+
+
+# -- 12. Hot path ------------------------------------------------------------------------
+
+
+def test_trivial_cell_is_cheap(ex):
+    for _ in range(200):
+        ex.run("x = 1")
+    t = time.perf_counter()
+    for _ in range(1000):
+        ex.run("x = 1")
+    per_cell = (time.perf_counter() - t) / 1000
+    assert per_cell < 500e-6  # ~15-40 µs measured; this only catches gross regressions
+
+
+def test_result_record_defaults():
+    r = ExecResult(cell=1, source="")
+    assert r.ok and r.figures == [] and r.repairs == []

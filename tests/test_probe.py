@@ -1,0 +1,208 @@
+"""Tests for llmrepl.probe against real local HTTP servers on free ports."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from llmrepl.probe import KNOWN_SERVERS, LocalServer, find_local_server, probe_server
+
+
+def _handler(status: int, body: bytes) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            # only the models listing exists, so every passing test proves the path
+            self.send_response(status if self.path == "/v1/models" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def serve() -> Iterator:
+    """serve(status, payload) -> port of a running server answering every GET so."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(status: int = 200, payload: object = None, raw: bytes | None = None) -> int:
+        body = raw if raw is not None else json.dumps(payload).encode()
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(status, body))
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+        return server.server_address[1]
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections (the kernel backlog does) and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+MODELS = {"object": "list", "data": [{"id": "llama3.2", "object": "model"}, {"id": "qwen3"}]}
+
+
+def test_finds_a_server_with_models(serve) -> None:
+    port = serve(200, MODELS)
+    found = find_local_server([("Ollama", port)])
+    assert found == LocalServer("Ollama", f"http://127.0.0.1:{port}/v1", ["llama3.2", "qwen3"])
+
+
+def test_server_with_zero_models_counts(serve) -> None:
+    port = serve(200, {"object": "list", "data": []})
+    assert find_local_server([("LM Studio", port)]) == LocalServer(
+        "LM Studio", f"http://127.0.0.1:{port}/v1", [])
+
+
+def test_ollama_null_data_counts_as_no_models(serve) -> None:
+    port = serve(200, {"object": "list", "data": None})
+    found = find_local_server([("Ollama", port)])
+    assert found is not None and found.models == []
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "raw"),
+    [
+        (404, {"error": "not found"}, None),
+        (500, MODELS, None),
+        (200, None, b"<html>not json</html>"),
+        (200, {"models": ["x"]}, None),  # no "data" list
+        (200, {"data": "x"}, None),
+        (200, ["x"], None),
+        (200, None, b"\xff\xfe garbage"),
+    ],
+)
+def test_wrong_answers_are_not_servers(serve, status: int, payload: object, raw: bytes | None) -> None:
+    port = serve(status, payload, raw)
+    assert find_local_server([("vLLM", port)]) is None
+
+
+def test_nothing_listening() -> None:
+    assert find_local_server([("a", free_port()), ("b", free_port())]) is None
+
+
+def test_no_candidates() -> None:
+    assert find_local_server([]) is None
+
+
+def test_silent_port_does_not_stall(silent_port: int) -> None:
+    start = time.monotonic()
+    assert find_local_server([("llama.cpp", silent_port)], timeout=0.5) is None
+    assert time.monotonic() - start < 1.5
+
+
+def test_list_order_wins_over_speed(serve, silent_port: int) -> None:
+    first, second = serve(200, {"data": [{"id": "first"}]}), serve(200, {"data": [{"id": "second"}]})
+    found = find_local_server([("A", first), ("B", second)])
+    assert found is not None and found.name == "A" and found.models == ["first"]
+    # a silent first candidate is waited for (until the deadline), then the next one is used
+    start = time.monotonic()
+    found = find_local_server([("silent", silent_port), ("B", second)], timeout=0.5)
+    assert time.monotonic() - start < 1.5
+    assert found is not None and found.name == "B"
+
+
+def test_failing_candidates_are_skipped(serve) -> None:
+    bad, good = serve(404, {}), serve(200, MODELS)
+    found = find_local_server([("bad", bad), ("gone", free_port()), ("good", good)])
+    assert found is not None and found.name == "good"
+
+
+def test_probes_run_concurrently(serve) -> None:
+    silent = [socket.socket() for _ in range(4)]
+    try:
+        for sock in silent:
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(1)
+        candidates = [(f"s{i}", s.getsockname()[1]) for i, s in enumerate(silent)]
+        start = time.monotonic()
+        assert find_local_server(candidates, timeout=0.5) is None
+        assert time.monotonic() - start < 1.5  # sequential would take 2 s
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+def test_context_length_from_vllm(serve) -> None:
+    payload = {"object": "list", "data": [
+        {"id": "Qwen/Qwen3-8B", "object": "model", "owned_by": "vllm", "max_model_len": 32768},
+        {"id": "other", "max_model_len": 4096},
+    ]}
+    found = find_local_server([("vLLM", serve(200, payload))])
+    assert found is not None and found.context_length == 32768
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ({"id": "m", "context_length": 8192}, 8192),
+        ({"id": "m", "max_context_length": 4096}, 4096),
+        ({"id": "m"}, None),
+        ({"id": "m", "max_model_len": "big"}, None),
+        ({"id": "m", "max_model_len": True}, None),
+        ({"id": "m", "max_model_len": -1}, None),
+    ],
+)
+def test_context_length_variants(serve, entry: dict, expected: int | None) -> None:
+    found = find_local_server([("x", serve(200, {"data": [entry]}))])
+    assert found is not None and found.context_length == expected
+
+
+def test_entries_without_an_id_are_ignored(serve) -> None:
+    found = find_local_server([("x", serve(200, {"data": [{"name": "no id"}, {"id": "ok"}, 3]}))])
+    assert found is not None and found.models == ["ok"]
+
+
+def test_proxy_variables_are_ignored(serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(var, f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("NO_PROXY", "")
+    port = serve(200, MODELS)
+    found = find_local_server([("Ollama", port)])
+    assert found is not None and found.models == ["llama3.2", "qwen3"]
+
+
+def test_probe_server_alone(serve) -> None:
+    port = serve(200, MODELS)
+    assert probe_server("x", port) == LocalServer("x", f"http://127.0.0.1:{port}/v1",
+                                                  ["llama3.2", "qwen3"])
+
+
+def test_ipv6_host_in_base_url(serve) -> None:
+    found = probe_server("x", free_port(), host="::1", timeout=0.2)
+    assert found is None  # nothing there, and no exception
+
+
+def test_never_raises_on_bad_input() -> None:
+    assert find_local_server([("bad", -1), ("worse", 70000)], host="no such host.invalid") is None
+
+
+def test_known_servers() -> None:
+    assert KNOWN_SERVERS == [("Ollama", 11434), ("LM Studio", 1234), ("llama.cpp", 8080),
+                             ("vLLM", 8000)]
