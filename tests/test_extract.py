@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -259,36 +258,29 @@ def test_lone_cr_line_endings() -> None:
     assert extract_code(f"{F}python\rx = 1\ry = 2\r{F}").code == "x = 1\ny = 2"
 
 
-def test_five_megabytes_is_fast() -> None:
+def test_five_megabytes_answer() -> None:
+    # a quadratic regression would make this hang (pytest-timeout); speed is measured in benchmarks/
     chunk = f"Some prose with `ticks` and ``` inline.\n{F}python\nx = 1\n{F}\n{F}bash\nls\n{F}\n"
     text = chunk * (5_000_000 // len(chunk))
-    start = time.perf_counter()
     ex = extract_code(text)
-    assert time.perf_counter() - start < 1.0
     assert len(ex.blocks) == 2 * (5_000_000 // len(chunk))
 
 
-def test_five_megabytes_unterminated_is_fast() -> None:
+def test_five_megabytes_unterminated() -> None:
     text = f"{F}python\n" + "x = 1  # ```` `` ~~~ not closing text\n" * 130_000
-    start = time.perf_counter()
     ex = extract_code(text)
-    assert time.perf_counter() - start < 1.0
     assert ex.incomplete and ex.code is None
 
 
-def test_five_megabytes_of_one_tagged_block_is_fast() -> None:
+def test_five_megabytes_of_one_tagged_block() -> None:
     text = f"{F}python\n" + "x = 1  # a line of code, padded out\n" * 140_000 + F
-    start = time.perf_counter()
     ex = extract_code(text)
-    assert time.perf_counter() - start < 1.0
     assert ex.code is not None and len(ex.code) > 4_900_000
 
 
 def test_huge_untagged_block_is_not_parsed() -> None:
     text = f"{F}\n" + "x = 1  # a line of code, padded out\n" * 140_000 + F
-    start = time.perf_counter()
     ex = extract_code(text)
-    assert time.perf_counter() - start < 1.0
     assert ex.code is None and not ex.blocks[0].is_python
 
 
@@ -301,9 +293,7 @@ def test_untagged_block_below_the_parse_limit_is_python() -> None:
 @pytest.mark.parametrize("count", [50_001, 200_001])
 def test_many_fences_are_linear(count: int) -> None:
     text = "```\n" * count  # odd count: the last one stays open
-    start = time.perf_counter()
-    ex = extract_code(text)
-    assert time.perf_counter() - start < count / 100_000  # ~2 us per fence line here
+    ex = extract_code(text)  # quadratic behaviour would hang here (pytest-timeout)
     assert ex.incomplete and len(ex.blocks) == (count + 1) // 2
 
 

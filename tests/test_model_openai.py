@@ -283,10 +283,10 @@ def test_cut_stream_keeps_the_partial_text(srv: FakeOpenAI) -> None:
 
 
 def test_stall_beyond_the_timeout_keeps_the_partial_text(srv: FakeOpenAI) -> None:
-    srv.stall("started", 3)
+    srv.stall("started", 20)
     t0 = time.monotonic()
     e = fail_with(make(srv, timeout=0.5))
-    assert time.monotonic() - t0 < 2.5
+    assert time.monotonic() - t0 < 10  # well before the stall ends
     assert e.kind == "timeout" and e.retryable and e.partial == "started"
     assert "0.5 s" in str(e) and "model.timeout" in str(e)
 
@@ -367,7 +367,7 @@ def test_ctrl_c_mid_stream_returns_partial_and_closes(srv: FakeOpenAI) -> None:
 
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="needs main thread")
 def test_ctrl_c_while_waiting_returns_interrupted(srv: FakeOpenAI) -> None:
-    srv.slow(2.0, "too late")
+    srv.slow(20.0, "too late")
     m = make(srv, stream=False)
     m.warm_up()
     killer = _sigint_self_after(0.3)
@@ -376,7 +376,7 @@ def test_ctrl_c_while_waiting_returns_interrupted(srv: FakeOpenAI) -> None:
         c = m.complete(USER)
     finally:
         killer.wait()
-    assert c.interrupted and c.text == "" and time.monotonic() - t0 < 1.5
+    assert c.interrupted and c.text == "" and time.monotonic() - t0 < 10
     assert srv.disconnected.wait(3)  # the server noticed the connection close
 
 

@@ -114,7 +114,7 @@ def test_no_candidates() -> None:
 def test_silent_port_does_not_stall(silent_port: int) -> None:
     start = time.monotonic()
     assert find_local_server([("llama.cpp", silent_port)], timeout=0.5) is None
-    assert time.monotonic() - start < 1.5
+    assert time.monotonic() - start < 5  # the silent port would hold a plain read forever
 
 
 def test_list_order_wins_over_speed(serve, silent_port: int) -> None:
@@ -124,7 +124,7 @@ def test_list_order_wins_over_speed(serve, silent_port: int) -> None:
     # a silent first candidate is waited for (until the deadline), then the next one is used
     start = time.monotonic()
     found = find_local_server([("silent", silent_port), ("B", second)], timeout=0.5)
-    assert time.monotonic() - start < 1.5
+    assert time.monotonic() - start < 5
     assert found is not None and found.name == "B"
 
 
@@ -135,15 +135,15 @@ def test_failing_candidates_are_skipped(serve) -> None:
 
 
 def test_probes_run_concurrently(serve) -> None:
-    silent = [socket.socket() for _ in range(4)]
+    silent = [socket.socket() for _ in range(8)]
     try:
         for sock in silent:
             sock.bind(("127.0.0.1", 0))
             sock.listen(1)
         candidates = [(f"s{i}", s.getsockname()[1]) for i, s in enumerate(silent)]
         start = time.monotonic()
-        assert find_local_server(candidates, timeout=0.5) is None
-        assert time.monotonic() - start < 1.5  # sequential would take 2 s
+        assert find_local_server(candidates, timeout=1.0) is None
+        assert time.monotonic() - start < 5  # one after another would take 8 s
     finally:
         for sock in silent:
             sock.close()
