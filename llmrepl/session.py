@@ -181,7 +181,10 @@ class Session:
         return self.fit(merged) if self.fit else merged
 
     def _add(self, message: dict[str, Any]) -> None:
+        """Every message that joins the conversation is journaled, so resume rebuilds it exactly."""
+        start = bool(self.exchanges) and self.exchanges[-1] == len(self.messages)
         self.messages.append(message)
+        self.journal.append("message", message=message, exchange_start=start)
 
     def _start_exchange(self) -> None:
         self.exchanges.append(len(self.messages))
@@ -274,8 +277,7 @@ class Session:
                 self.journal.append("model_error", kind=e.kind, message=str(e), partial=e.partial)
                 if n == 1 and len(self.messages) == first + 1:
                     # nothing happened: forget the message so resending it does not duplicate it
-                    del self.messages[first:]
-                    self.exchanges.pop()
+                    self.undo()
                 elif e.partial:
                     self._add({"role": "assistant", "content": e.partial + "\n[cut off: " + e.kind + "]"})
                 return turn

@@ -186,9 +186,11 @@ def test_journal_records_everything_needed_to_rebuild(tmp_path):
     session, model, _ = make("```python\nv = 9\nprint(v)\n```", "nine", journal=Journal(path))
     session.step("make v", ScriptedReviewer(["run"]))
     records, bad = read_journal(path)
-    kinds = [r["event"] for r in records]
+    kinds = [r["event"] for r in records if r["event"] != "message"]
     assert bad == 0
     assert kinds == ["user", "assistant", "decision", "cell_start", "cell_end", "assistant"]
-    end = records[4]
+    messages = [r["message"] for r in records if r["event"] == "message"]
+    assert messages == session.messages  # enough to rebuild the conversation exactly
+    end = [r for r in records if r["event"] == "cell_end"][0]
     assert end["output"] == "9\n" and end["cell"] == 1
     assert (path.stat().st_mode & 0o777) == 0o600
