@@ -175,12 +175,12 @@ class Executor:
         self._prepare_namespace()
 
     def user_variables(self) -> dict[str, Any]:
-        """The names the user's code made: no dunders, no ``_``/``_N`` history, no injected exit/quit."""
+        """The names the user's code made: no dunders, no ``_``/``_N``/``_out`` history, no injected exit/quit."""
         out = {}
         for name, value in self.namespace.items():
             if name.startswith("__") and name.endswith("__"):
                 continue
-            if name == "_" or (name[:1] == "_" and name[1:].isdigit()):
+            if name in ("_", "_out") or (name[:1] == "_" and name[1:].isdigit()):
                 continue
             if (name == "exit" and value is self._exit) or (name == "quit" and value is self._quit):
                 continue

@@ -160,7 +160,7 @@ def format_result(result: ExecResult, *, max_chars: int = 8000, edited: bool = F
         parts.append("The user edited your code before running it. This is the code that ran:")
     else:
         parts.append("Code that ran:")
-    parts.append(_fence(result.source))
+    parts.append(_fence(cap_text(result.source, max_chars)))
     shown = result.output
     if result.error and result.error_type != "SyntaxError":
         error_budget = max(max_chars // 2, 1000)

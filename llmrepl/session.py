@@ -213,6 +213,11 @@ class Session:
         cell = self.executor.cell_count + 1
         self.journal.append("cell_start", cell=cell, code=code)
         result = self.executor.run(code)
+        # the whole captured output stays reachable, as IPython's Out: _out[N] (and _ / _N hold values)
+        outputs = self.executor.namespace.get("_out")
+        if not isinstance(outputs, dict):
+            outputs = self.executor.namespace["_out"] = {}
+        outputs[result.cell] = result.output
         self.journal.append(
             "cell_end",
             cell=result.cell,

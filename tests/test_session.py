@@ -194,3 +194,13 @@ def test_journal_records_everything_needed_to_rebuild(tmp_path):
     end = [r for r in records if r["event"] == "cell_end"][0]
     assert end["output"] == "9\n" and end["cell"] == 1
     assert (path.stat().st_mode & 0o777) == 0o600
+
+
+def test_full_output_stays_in_the_namespace_as_out_n():
+    session, model, _ = make("```python\nfor i in range(5000):\n    print('line', i)\n```",
+                             "```python\nlen(_out[1].splitlines())\n```", "ok", max_output_chars=500)
+    turn = session.step("print a lot", AutoApprove())
+    fed_back = model.calls[1]["messages"][-1]["content"]
+    assert "lines, " in fed_back and "left out" in fed_back and len(fed_back) < 2000
+    assert turn.cells[1].value_repr == "5000"  # the model can look at any part later
+    assert "_out" not in session.executor.user_variables()
