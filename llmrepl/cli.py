@@ -215,6 +215,8 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
         max_steps=config.repl.max_steps,
         max_output_chars=config.exec.max_output_chars,
         auto_run=(config.repl.auto_run or args.yes) if interactive else args.yes,
+        # --yes is explicit consent for every cell; auto-run alone still asks for high-risk cells
+        auto_run_risky=config.repl.auto_run_risky or args.yes,
     )
     journal.append(
         "session_start", id=sid, version=__version__, model=config.model.name,

@@ -21,6 +21,7 @@ from .extract import code_from_tool_call, extract_code
 from .journal import Journal
 from .model import Completion, ModelClient, ToolCall
 from .prompts import RUN_PYTHON_TOOL, format_result, system_prompt
+from .risk import scan
 
 __all__ = [
     "Decision",
@@ -147,6 +148,7 @@ class Session:
         max_steps: int = 6,
         max_output_chars: int = 8000,
         auto_run: bool = False,
+        auto_run_risky: bool = False,
         use_tools: bool = True,
     ) -> None:
         self.model = model
@@ -156,6 +158,7 @@ class Session:
         self.max_steps = max_steps
         self.max_output_chars = max_output_chars
         self.auto_run = auto_run
+        self.auto_run_risky = auto_run_risky  # auto-run also runs cells the risk scan marks high
         self.use_tools = use_tools
         self.messages: list[dict[str, Any]] = []   # the conversation, OpenAI message format
         self.exchanges: list[int] = []             # index in `messages` where each exchange starts
@@ -247,7 +250,12 @@ class Session:
 
     def _review(self, code: str, reviewer: Reviewer) -> Decision:
         cell = self.executor.cell_count + 1
-        if self.auto_run:
+        risks = scan(code)
+        if risks:
+            labels = ", ".join(r.label for r in risks)
+            self.display.notice(f"this cell may {labels} (advisory scan; read it before it runs)", "warning")
+        risky = any(r.high for r in risks) and not self.auto_run_risky
+        if self.auto_run and not risky:
             decision = Decision("run", code)
         else:
             try:
@@ -261,7 +269,7 @@ class Session:
             decision.code = code
         self.journal.append(
             "decision", cell=cell, action=decision.action, edited=decision.edited,
-            code=decision.code, reason=decision.reason,
+            code=decision.code, reason=decision.reason, risks=[r.label for r in risks],
         )
         return decision
 

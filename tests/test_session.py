@@ -204,3 +204,30 @@ def test_full_output_stays_in_the_namespace_as_out_n():
     assert "lines, " in fed_back and "left out" in fed_back and len(fed_back) < 2000
     assert turn.cells[1].value_repr == "5000"  # the model can look at any part later
     assert "_out" not in session.executor.user_variables()
+
+
+def test_risky_cell_shows_labels_and_auto_run_still_asks():
+    session, model, display = make("```python\nimport subprocess\nsubprocess.run(['true'])\n```", "ok",
+                                   auto_run=True)
+    reviewer = ScriptedReviewer(["decline"])
+    turn = session.step("run a process", reviewer)
+    assert reviewer.seen and turn.stop == "declined"  # asked despite auto-run
+    assert any("run processes" in n for n in display.notices)
+
+
+def test_auto_run_risky_runs_high_risk_cells_without_asking():
+    session, model, display = make("```python\nimport os\nhome = os.environ.get('HOME')\n```", "ok",
+                                   auto_run=True, auto_run_risky=True)
+    reviewer = ScriptedReviewer([])
+    session.step("read env", reviewer)
+    assert not reviewer.seen and "home" in session.executor.namespace
+    assert any("read secrets" in n for n in display.notices)
+
+
+def test_low_risk_labels_do_not_stop_auto_run(tmp_path):
+    target = tmp_path / "out.txt"
+    session, model, display = make(f"```python\nopen({str(target)!r}, 'w').write('x')\n```", "ok", auto_run=True)
+    reviewer = ScriptedReviewer([])
+    session.step("write", reviewer)
+    assert not reviewer.seen and target.exists()
+    assert any("write files" in n for n in display.notices)
