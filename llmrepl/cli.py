@@ -121,13 +121,14 @@ class ModelSetup:
 
 
 class _Sink:
-    """Live cell output goes to the display."""
+    """Live cell output goes to the display, secrets scrubbed."""
 
-    def __init__(self, display: Any) -> None:
+    def __init__(self, display: Any, redact: Callable[[str], str]) -> None:
         self.display = display
+        self.redact = redact
 
     def write(self, stream: str, text: str) -> None:
-        self.display.cell_output(stream, text)
+        self.display.cell_output(stream, self.redact(text))
 
 
 def _err(text: str) -> None:
@@ -182,6 +183,7 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
     from .executor import Executor
     from .journal import Journal, new_session_id
     from .model import OpenAIModel
+    from .redact import Redactor
     from .render import color_default
     from .session import AutoApprove, NoRun, Session
 
@@ -202,8 +204,9 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
                        config_path=config_path)
     out: TextIO = sys.stdout
     display = TerminalDisplay(out, color=color_default(out, dict(env)), err=sys.stderr)
+    redactor = Redactor(api_key)
     executor = Executor(
-        sink=_Sink(display),
+        sink=_Sink(display, redactor.redact),
         timeout=config.exec.timeout,
         figure_dir=state / "sessions" / sid,
     )
@@ -217,6 +220,7 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
         auto_run=(config.repl.auto_run or args.yes) if interactive else args.yes,
         # --yes is explicit consent for every cell; auto-run alone still asks for high-risk cells
         auto_run_risky=config.repl.auto_run_risky or args.yes,
+        redactor=redactor,
     )
     journal.append(
         "session_start", id=sid, version=__version__, model=config.model.name,

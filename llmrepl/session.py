@@ -21,6 +21,7 @@ from .extract import code_from_tool_call, extract_code
 from .journal import Journal
 from .model import Completion, ModelClient, ToolCall
 from .prompts import RUN_PYTHON_TOOL, format_result, system_prompt
+from .redact import Redactor
 from .risk import scan
 
 __all__ = [
@@ -150,6 +151,7 @@ class Session:
         auto_run: bool = False,
         auto_run_risky: bool = False,
         use_tools: bool = True,
+        redactor: Redactor | None = None,
     ) -> None:
         self.model = model
         self.executor = executor
@@ -163,6 +165,7 @@ class Session:
         self.messages: list[dict[str, Any]] = []   # the conversation, OpenAI message format
         self.exchanges: list[int] = []             # index in `messages` where each exchange starts
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
+        self.redactor = redactor or Redactor()
         self.fit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
 
     # -- the conversation -----------------------------------------------------------------
@@ -216,6 +219,7 @@ class Session:
         cell = self.executor.cell_count + 1
         self.journal.append("cell_start", cell=cell, code=code)
         result = self.executor.run(code)
+        self._scrub(result)
         # the whole captured output stays reachable, as IPython's Out: _out[N] (and _ / _N hold values)
         outputs = self.executor.namespace.get("_out")
         if not isinstance(outputs, dict):
@@ -239,12 +243,25 @@ class Session:
         self.display.cell_result(result)
         return result
 
+    def _feedback(self, result: ExecResult, edited: bool) -> str:
+        """What the model is told about a cell (capped; secrets scrubbed, code included)."""
+        return self.redactor.redact(format_result(result, max_chars=self.max_output_chars, edited=edited))
+
+    def _scrub(self, result: ExecResult) -> None:
+        """Secrets never reach the journal, the model or the screen (cell output included)."""
+        r = self.redactor.redact
+        result.output, result.stdout, result.stderr = r(result.output), r(result.stdout), r(result.stderr)
+        if result.value_repr is not None:
+            result.value_repr = r(result.value_repr)
+        if result.error is not None:
+            result.error = r(result.error)
+
     def run_direct(self, code: str) -> ExecResult:
         """``/py CODE``: run without the model; the result joins the conversation."""
         self._start_exchange()
         self.journal.append("py", code=code)
         result = self.run_cell(code)
-        text = format_result(result, max_chars=self.max_output_chars)
+        text = self._feedback(result, False)
         self._add({"role": "user", "content": f"{_NOTE}The user ran code directly with /py.\n{text}"})
         return result
 
@@ -286,6 +303,8 @@ class Session:
             try:
                 completion = self._call_model()
             except ModelError as e:
+                e.args = (self.redactor.redact(str(e)),)
+                e.partial = self.redactor.redact(e.partial)
                 turn.steps, turn.stop, turn.error = n, "error", e
                 self.journal.append("model_error", kind=e.kind, message=str(e), partial=e.partial)
                 if n == 1 and len(self.messages) == first + 1:
@@ -366,7 +385,7 @@ class Session:
             return "declined"
         result = self.run_cell(decision.code)
         turn.cells.append(result)
-        self._add({"role": "user", "content": _NOTE + format_result(result, max_chars=self.max_output_chars, edited=decision.edited)})
+        self._add({"role": "user", "content": _NOTE + self._feedback(result, decision.edited)})
         return "interrupted" if result.interrupted else None
 
     def _declined(self, decision: Decision) -> None:
@@ -408,7 +427,7 @@ class Session:
                 continue
             result = self.run_cell(decision.code)
             turn.cells.append(result)
-            self._tool_reply(call, format_result(result, max_chars=self.max_output_chars, edited=decision.edited))
+            self._tool_reply(call, self._feedback(result, decision.edited))
             if result.interrupted:
                 stop = "interrupted"
         if completion.finish_reason not in ("stop", "tool_calls") and not stop:
