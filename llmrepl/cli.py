@@ -121,20 +121,28 @@ class ModelSetup:
 
 
 class _Sink:
-    """Live cell output goes to the display, secrets scrubbed."""
+    """Live cell output goes to the display, secrets scrubbed; output arriving between cells
+    (from threads a cell left running) is journaled too, since it was shown."""
 
     def __init__(self, display: Any, redact: Callable[[str], str]) -> None:
         self.display = display
         self.redact = redact
+        self.executor: Any = None
+        self.journal: Any = None
 
     def write(self, stream: str, text: str) -> None:
-        self.display.cell_output(stream, self.redact(text))
+        text = self.redact(text)
+        if self.journal is not None and self.executor is not None and not self.executor.running:
+            self.journal.append("late_output", stream=stream, text=text, after_cell=self.executor.cell_count)
+        self.display.cell_output(stream, text)
 
 
 def _err(text: str) -> None:
+    # the real stderr: once the session starts, sys.stderr is the cell-capture router
+    stream = sys.__stderr__ or sys.stderr
     try:
-        sys.stderr.write(f"llmrepl: {text}\n")
-        sys.stderr.flush()
+        stream.write(f"llmrepl: {text}\n")
+        stream.flush()
     except (OSError, ValueError):
         pass
 
@@ -205,8 +213,9 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
     out: TextIO = sys.stdout
     display = TerminalDisplay(out, color=color_default(out, dict(env)), err=sys.stderr)
     redactor = Redactor(api_key)
+    sink = _Sink(display, redactor.redact)
     executor = Executor(
-        sink=_Sink(display, redactor.redact),
+        sink=sink,
         timeout=config.exec.timeout,
         figure_dir=state / "sessions" / sid,
     )
@@ -222,6 +231,8 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
         auto_run_risky=config.repl.auto_run_risky or args.yes,
         redactor=redactor,
     )
+    sink.executor, sink.journal = executor, journal
+    executor.install_streams()  # the display keeps the real streams; see Executor.install_streams
     journal.append(
         "session_start", id=sid, version=__version__, model=config.model.name,
         base_url=config.model.base_url, cwd=os.getcwd(), pid=os.getpid(),

@@ -6,6 +6,7 @@ to the stream it was given, a reference taken before any cell could replace ``sy
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 from .render import StreamRenderer, highlight_code, strip_controls, style
@@ -26,6 +27,9 @@ class TerminalDisplay:
         self.color = color
         self._renderer: StreamRenderer | None = None
         self._at_line_start = True
+        # set by the UI while its prompt is up: output from threads a cell left running must be
+        # drawn above the prompt, never through it
+        self.redirect: Callable[[str, str], None] | None = None
 
     def write(self, text: str, stream: TextIO | None = None) -> None:
         if not text:
@@ -65,6 +69,10 @@ class TerminalDisplay:
         self.write(highlight_code(code, self.color))
 
     def cell_output(self, stream: str, text: str) -> None:
+        redirect = self.redirect
+        if redirect is not None:
+            redirect(stream, text)
+            return
         if stream == "stderr" and self.color:
             self.write(style(text, "red", True))
             self._at_line_start = text.endswith("\n")

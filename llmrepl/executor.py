@@ -169,6 +169,20 @@ class Executor:
     def sink(self, sink: OutputSink | None) -> None:
         self._router.sink = sink
 
+    @property
+    def running(self) -> bool:
+        """True while a cell runs (output then belongs to that cell's record)."""
+        return self._router.capture is not None
+
+    def install_streams(self) -> None:
+        """Make the capture streams ``sys.stdout``/``sys.stderr`` for the whole session.
+
+        Output from threads a cell left running then reaches the sink (shown above the
+        prompt, journaled) instead of the raw terminal; cells restore to these streams.
+        Call once, in the front end, after taking references to the real streams.
+        """
+        sys.stdout, sys.stderr = self._stdout, self._stderr
+
     def reset(self) -> None:
         """A fresh namespace; settings stay and cell numbering continues."""
         self.namespace = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -22,7 +23,7 @@ from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.layout import FormattedTextControl, Layout, Window
-from prompt_toolkit.output import Output
+from prompt_toolkit.output import Output, create_output
 
 from .commands import commands, dispatch, is_command
 from .display import TerminalDisplay
@@ -179,6 +180,9 @@ class TerminalUI:
         self.display = display
         self.before_send = before_send
         self.after_first_prompt = after_first_prompt
+        if output is None:
+            # bound to the real terminal: sys.stdout is the session's capture router
+            output = create_output(stdout=sys.__stdout__)
         self.reviewer = TerminalReviewer(input=input, output=output)
         self.history = open_history(history_path)
         self.prompt: PromptSession[str] = PromptSession(
@@ -210,6 +214,14 @@ class TerminalUI:
     def post(self, text: str, level: str = "info") -> None:
         """Show ``text`` above the prompt now if it is up, else before the next one."""
         self._notices.put((text, level))
+        self._wake()
+
+    def _late_output(self, stream: str, text: str) -> None:
+        """Output from a thread a cell left running, arriving while the prompt is up."""
+        self._notices.put((text, "late-" + stream))
+        self._wake()
+
+    def _wake(self) -> None:
         app = self.prompt.app
         loop = getattr(app, "loop", None)
         if app.is_running and loop is not None:
@@ -224,7 +236,14 @@ class TerminalUI:
                 text, level = self._notices.get_nowait()
             except queue.Empty:
                 return
-            self.display.show(text, level)
+            if level.startswith("late-"):
+                self.display.redirect, redirect = None, self.display.redirect
+                try:
+                    self.display.cell_output(level[5:], text)
+                finally:
+                    self.display.redirect = redirect
+            else:
+                self.display.show(text, level)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -240,6 +259,7 @@ class TerminalUI:
                 self.session.journal.error = ""
             pre_run = self._first_prompt_drawn if first else None
             first = False
+            self.display.redirect = self._late_output
             try:
                 text = self.prompt.prompt(PROMPT, default=self._resend, pre_run=pre_run)
             except KeyboardInterrupt:
@@ -247,6 +267,9 @@ class TerminalUI:
                 continue
             except EOFError:
                 break
+            finally:
+                self.display.redirect = None
+                self._drain()
             self._resend = ""
             if not text.strip():
                 continue
