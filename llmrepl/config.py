@@ -150,7 +150,8 @@ def _is_a(value: object, base: type) -> bool:
 def _check(where: str, key: str, value: object) -> object:
     """Validate one value for ``key``; return it (ints widened to float where needed)."""
     base = _TYPES[key][0]
-    got = "a " + _kind(value) if key in _SECRET else f"{_shown(value)} ({_kind(value)})"
+    kind = _kind(value)
+    got = ("an " if kind[:1] in "aeiou" else "a ") + kind if key in _SECRET else f"{_shown(value)} ({kind})"
     if not _is_a(value, base):
         raise ConfigError(f"{where}: {key} must be {_TYPE_WORDS[base]}, got {got}")
     if base is float:

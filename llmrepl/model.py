@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 import re
 import threading
 import time
@@ -201,7 +200,9 @@ class OpenAIModel:
         client: Any | None = None,
     ) -> None:
         self.model = model
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        # config.py already folded OPENAI_BASE_URL / the api_key_env variable into these:
+        # reading the environment again here would bypass model.api_key_env
+        self.base_url = base_url or None
         self.stream = stream
         self.temperature = temperature
         self.max_output_tokens = max_output_tokens
@@ -209,7 +210,7 @@ class OpenAIModel:
         self.max_retries = max_retries
         self.deadline = max(timeout * 5, 300.0)  # total per answer: the SDK timeout is per read
         self.unsupported: dict[str, set[str]] = {}  # model -> request parameters it rejected
-        self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
+        self._api_key = api_key or None
         self._client = client
         self._built_for: tuple[str | None] | None = None  # (base_url,) our own client was built for
         self._lock = threading.Lock()

@@ -153,33 +153,39 @@ def cap_text(text: str, max_chars: int) -> str:
 
 
 def format_result(result: ExecResult, *, max_chars: int = 8000, edited: bool = False) -> str:
-    """The message that tells the model what its cell did."""
-    status = _status(result)
-    parts = [f"llmrepl ran cell {result.cell} ({status}, {result.duration:.2f} s)."]
+    """The message that tells the model what its cell did, within about ``max_chars``.
+
+    The parts share the budget: the code (up to a quarter), the value (a fifth), the error
+    (two fifths); the output gets the rest, so a huge output never crowds out the traceback.
+    """
+    code = result.source
+    value = result.value_repr
+    error = result.error
+    code_cut = cap_text(code, max(max_chars // 4, 200))
+    value_cut = cap_text(value, max(max_chars // 5, 200)) if value is not None else None
+    error_cut = cap_text(error, max(max_chars * 2 // 5, 400)) if error else None
+    used = len(code_cut) + len(value_cut or "") + len(error_cut or "")
+    output_cut = cap_text(result.output, max(max_chars - used, 200)) if result.output else ""
+
+    parts = [f"llmrepl ran cell {result.cell} ({_status(result)}, {result.duration:.2f} s)."]
     if edited:
         parts.append("The user edited your code before running it. This is the code that ran:")
     else:
         parts.append("Code that ran:")
-    parts.append(_fence(cap_text(result.source, max_chars)))
-    shown = result.output
-    if result.error and result.error_type != "SyntaxError":
-        error_budget = max(max_chars // 2, 1000)
-        shown_budget = max(max_chars - min(len(result.error), error_budget), 0)
-    else:
-        error_budget, shown_budget = max_chars, max_chars
-    if shown:
+    parts.append(_fence(code_cut))
+    if output_cut:
         parts.append("Output (stdout and stderr, in order):")
-        parts.append(_fence(cap_text(shown, shown_budget), lang=""))
-    elif not result.error:
+        parts.append(_fence(output_cut, lang=""))
+    elif not error:
         parts.append("It printed nothing.")
-    if result.value_repr is not None:
+    if value_cut is not None:
         parts.append("Value of the last expression:")
-        parts.append(_fence(cap_text(result.value_repr, max(max_chars // 4, 500)), lang=""))
+        parts.append(_fence(value_cut, lang=""))
     if result.figures:
         parts.append(f"{len(result.figures)} figure(s) saved: " + ", ".join(result.figures))
-    if result.error:
+    if error_cut:
         parts.append("Error:" if result.error_type != "SyntaxError" else "It did not run: SyntaxError.")
-        parts.append(_fence(cap_text(result.error, error_budget), lang=""))
+        parts.append(_fence(error_cut, lang=""))
     return "\n".join(parts)
 
 

@@ -235,7 +235,7 @@ def test_wrong_types_and_ranges(tmp_path: Path, text: str, expected: str) -> Non
 def test_api_key_of_wrong_type_is_not_echoed(tmp_path: Path) -> None:
     p = write(tmp_path, "[model]\napi_key = 123456789\n")
     message = config_error(p)
-    assert "model.api_key must be a string, got a integer" in message
+    assert "model.api_key must be a string, got an integer" in message
     assert "123456789" not in message
 
 
