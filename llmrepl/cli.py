@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", metavar="URL", help="any OpenAI-compatible endpoint")
     p.add_argument("--config", metavar="PATH", help="config file (default: $XDG_CONFIG_HOME/llmrepl/config.toml)")
     p.add_argument("--resume", nargs="?", const="", metavar="ID", help="continue the last session, or session ID")
+    p.add_argument("--export", nargs="+", metavar=("PATH", "ID"),
+                   help="write a stored session (the last, or ID) as .py, .ipynb or .md, without opening the REPL")
     p.add_argument("--max-steps", type=_positive_int, metavar="N", help="model calls allowed per message (default 6)")
     p.add_argument("--timeout", type=_non_negative_float, metavar="S", help="time limit for one code cell, 0 = none")
     p.add_argument("--no-stream", action="store_true", help="wait for whole answers instead of streaming")
@@ -72,8 +74,10 @@ class ModelSetup:
     """Decides where requests go; probes for a local server in the background when needed."""
 
     def __init__(self, model: Any, *, api_key: str | None, base_url: str | None, explicit_model: bool,
-                 config_path: str) -> None:
+                 config_path: str, on_server: Callable[[str, int | None], None] | None = None) -> None:
         self.model = model
+        self.api_key = api_key
+        self.on_server = on_server  # (model name, context length the server reports) when one is found
         self.explicit_model = explicit_model
         self.config_path = config_path
         self.done = threading.Event()
@@ -98,6 +102,8 @@ class ModelSetup:
             if not self.explicit_model and server.models:
                 self.model.model = server.models[0]
             self.configured = True
+            if self.on_server is not None:
+                self.on_server(self.model.model, server.context_length)
             msg = (f"no API key set; using {server.name} at {server.base_url} with model {self.model.model}", "info")
         else:
             msg = (NO_MODEL_HELP.format(config=self.config_path), "warning")
@@ -159,10 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     from .errors import ConfigError
 
-    if args.resume is not None:
-        _err("--resume is not available in this version yet; sessions are journaled under "
-             f"{state_dir(env) / 'sessions'}")
-        return 2
+    if args.export is not None:
+        return _export(args.export, state_dir(env))
     overrides = {
         "model.name": args.model,
         "model.base_url": args.base_url,
@@ -185,9 +189,31 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _export(spec: list[str], state: Path) -> int:
+    from .errors import LLMReplError
+    from .export import write_export
+    from .sessions import find_session, load_session
+
+    if len(spec) > 2:
+        _err("--export takes PATH and optionally a session ID")
+        return 2
+    try:
+        info = find_session(state, spec[1] if len(spec) > 1 else "")
+        message = write_export(load_session(info.path), Path(spec[0]).expanduser())
+    except LLMReplError as e:
+        _err(str(e))
+        return 2
+    except OSError as e:
+        _err(f"cannot write {spec[0]}: {e.strerror or e}")
+        return 2
+    sys.stdout.write(message + "\n")
+    return 0
+
+
 def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interactive: bool,
          api_key: str | None, state: Path, config_path: str) -> int:
     from .display import TerminalDisplay
+    from .errors import LLMReplError
     from .executor import Executor
     from .journal import Journal, new_session_id
     from .model import OpenAIModel
@@ -195,7 +221,16 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
     from .render import color_default
     from .session import AutoApprove, NoRun, Session
 
-    sid = new_session_id()
+    stored = None
+    if args.resume is not None:
+        from .sessions import find_session, load_session
+
+        try:
+            stored = load_session(find_session(state, args.resume).path)
+        except LLMReplError as e:
+            _err(str(e))
+            return 2
+    sid = stored.info.id if stored is not None else new_session_id()
     journal = Journal(state / "sessions" / f"{sid}.jsonl")
     journal.redact(api_key)
     model = OpenAIModel(
@@ -207,9 +242,6 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
         max_output_tokens=config.model.max_output_tokens,
         timeout=config.model.timeout,
     )
-    explicit = bool(args.model or env.get("LLMREPL_MODEL") or config.model.name != "gpt-5.4-mini")
-    setup = ModelSetup(model, api_key=api_key, base_url=config.model.base_url, explicit_model=explicit,
-                       config_path=config_path)
     out: TextIO = sys.stdout
     display = TerminalDisplay(out, color=color_default(out, dict(env)), err=sys.stderr)
     redactor = Redactor(api_key)
@@ -219,9 +251,24 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
         timeout=config.exec.timeout,
         figure_dir=state / "sessions" / sid,
     )
+    from .context import Context
+    from .tokens import TiktokenCounter, context_window_for, encoding_for_model
+
+    def tokenizer_fallback(message: str) -> None:
+        display.notice(message, "warning")
+
+    context = Context(
+        counter=TiktokenCounter(encoding_for_model(config.model.name, config.model.encoding),
+                                on_fallback=tokenizer_fallback),
+        context_window=context_window_for(config.model.name, config.model.context_window),
+        reserve=config.model.max_output_tokens,
+        digest_tokens=config.repl.digest_tokens,
+        max_output_chars=config.exec.max_output_chars,
+    )
     session = Session(
         model,
         executor,
+        context=context,
         display=display,
         journal=journal,
         max_steps=config.repl.max_steps,
@@ -231,14 +278,37 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
         auto_run_risky=config.repl.auto_run_risky or args.yes,
         redactor=redactor,
     )
+    session.session_id, session.state_dir = sid, state
+    session.input_price, session.output_price = config.model.input_price, config.model.output_price
+
+    def model_changed(name: str, server_reported: int | None = None) -> None:
+        """A new model (by /model or found by the probe): its window and its encoding."""
+        context.context_window = context_window_for(name, config.model.context_window, server_reported)
+        encoding = encoding_for_model(name, config.model.encoding)
+        if encoding != getattr(context.counter, "encoding_name", encoding):
+            context.counter = TiktokenCounter(encoding, on_fallback=tokenizer_fallback)
+
+    session.on_model_change = model_changed
+    explicit = bool(args.model or env.get("LLMREPL_MODEL") or config.model.name != "gpt-5.4-mini")
+    setup = ModelSetup(model, api_key=api_key, base_url=config.model.base_url, explicit_model=explicit,
+                       config_path=config_path, on_server=model_changed)
+    if config.repl.snapshots:
+        from .snapshot import SnapshotStore
+
+        session.enable_snapshots(SnapshotStore(state / "sessions" / sid / "snapshots"))
     sink.executor, sink.journal = executor, journal
     executor.install_streams()  # the display keeps the real streams; see Executor.install_streams
     journal.append(
         "session_start", id=sid, version=__version__, model=config.model.name,
         base_url=config.model.base_url, cwd=os.getcwd(), pid=os.getpid(),
         mode="interactive" if interactive else ("one-shot" if args.command is not None else "batch"),
+        resumed=stored is not None,
     )
     try:
+        if stored is not None:
+            from .resume import resume
+
+            resume(session, stored, display, confirm=_resume_confirm(interactive, args.yes))
         if interactive:
             return _interactive(session, display, setup, config, state)
         reviewer = AutoApprove() if args.yes else NoRun()
@@ -248,16 +318,39 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
         journal.close()
 
 
+def _resume_confirm(interactive: bool, yes: bool) -> Callable[[str], bool]:
+    """How resume asks before re-running stored cells: --yes skips it; batch never re-runs without it."""
+    if yes:
+        return lambda question: True
+    if not interactive:
+        return lambda question: False
+
+    def ask(question: str) -> bool:
+        from .ui import ask_yes_no
+
+        return ask_yes_no(question)
+
+    return ask
+
+
 def _interactive(session: Any, display: Any, setup: ModelSetup, config: Any, state: Path) -> int:
     from .ui import TerminalUI
 
     def warm_up() -> None:
         setup.wait(10)
-        if setup.configured:
-            try:
-                session.model.warm_up()
-            except Exception:
-                pass  # the first request will report it properly
+        if not setup.configured:
+            return
+        try:
+            session.model.warm_up()
+        except Exception:
+            pass  # the first request will report it properly
+        base_url = config.model.base_url
+        if base_url and not config.model.context_window and session.on_model_change is not None:
+            from .probe import server_context_length
+
+            reported = server_context_length(base_url, api_key=setup.api_key)
+            if reported:
+                session.on_model_change(session.model.model, reported)
 
     ui = TerminalUI(
         session,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .prompts import describe
+from .digest import describe
 from .session import Session
 
 __all__ = ["Command", "CommandResult", "command", "dispatch", "commands", "is_command"]
@@ -104,7 +104,9 @@ def _vars(session: Session, arg: str) -> str:
     if not names:
         return "no variables yet"
     width = min(max(len(n) for n in names), 24)
-    return "\n".join(f"  {n.ljust(width)}  {describe(v)}" for n, v in names.items())
+    types = {n: type.__dict__["__name__"].__get__(type(v)) for n, v in names.items()}  # no user __getattr__
+    twidth = min(max(len(t) for t in types.values()), 16)
+    return "\n".join(f"  {n.ljust(width)}  {types[n].ljust(twidth)}  {describe(v)}" for n, v in names.items())
 
 
 @command("history", "the conversation so far, compact")
@@ -130,12 +132,18 @@ def _summarise(message: dict[str, Any], width: int = 100) -> str:
     return f"  {label:>7}: {first}"
 
 
-@command("undo", "forget the last exchange (variables are kept unless repl.snapshots is on)")
-def _undo(session: Session, arg: str) -> str:
-    removed = session.undo()
-    if not removed:
-        return "nothing to undo"
-    return f"forgot the last exchange ({removed} messages); variables were kept (repl.snapshots is off)"
+@command("undo", "forget the last exchange (and rewind its variables when repl.snapshots is on)")
+def _undo(session: Session, arg: str) -> CommandResult:
+    result = session.undo()
+    if not result.removed:
+        return CommandResult("nothing to undo")
+    text = f"forgot the last exchange ({result.removed} messages)"
+    if result.cells == 0:
+        return CommandResult(text + "; no code had run in it")
+    level = "info" if result.rewound or result.rewound is None and session.snapshots is None else "warning"
+    if result.rewound is False:
+        level = "warning"
+    return CommandResult(f"{text}; {result.summary}", level=level)
 
 
 @command("reset", "new conversation and a fresh namespace")
@@ -149,9 +157,9 @@ def _model(session: Session, arg: str) -> str:
     if not arg:
         where = getattr(session.model, "base_url", None)
         return f"model: {session.model.model}" + (f" at {where}" if where else "")
-    old, session.model.model = session.model.model, arg
-    session.journal.append("model", name=arg)
-    return f"model: {arg} (was {old})"
+    old = session.model.model
+    session.switch_model(arg)
+    return f"model: {arg} (was {old}); context window {session.context.context_window:,} tokens"
 
 
 @command("auto", "run code without asking: on or off (toggles without an argument)", "/auto [on|off]")
@@ -163,3 +171,53 @@ def _auto(session: Session, arg: str) -> CommandResult:
     state = "on: code runs without asking" if session.auto_run else "off: you confirm each cell"
     session.journal.append("auto", on=session.auto_run)
     return CommandResult(f"auto-run {state}")
+
+
+@command("tokens", "tokens in the next request by part, the budget, and tokens used this session")
+def _tokens(session: Session, arg: str) -> str:
+    return session.token_report()
+
+
+@command("sessions", "stored sessions: id, start, cells, first message")
+def _sessions(session: Session, arg: str) -> CommandResult:
+    from .sessions import list_sessions, render_session_list
+
+    if session.state_dir is None:
+        return CommandResult("no state folder: sessions are not stored", level="warning")
+    infos = list_sessions(session.state_dir)
+    if not infos:
+        return CommandResult("no stored sessions yet")
+    return CommandResult(render_session_list(infos) + "\ncontinue one with: llmrepl --resume ID")
+
+
+@command("save", "write the transcript as Markdown (default: llmrepl-ID.md here)", "/save [PATH]")
+def _save(session: Session, arg: str) -> CommandResult:
+    path = arg or f"llmrepl-{session.session_id or 'session'}.md"
+    if not path.lower().endswith(".md"):
+        path += ".md"
+    return _write(session, path)
+
+
+@command("export", "write the executed cells as .py or .ipynb (by the suffix)", "/export PATH")
+def _export(session: Session, arg: str) -> CommandResult:
+    if not arg:
+        return CommandResult("usage: /export PATH   (PATH ending in .py or .ipynb)", level="error")
+    return _write(session, arg)
+
+
+def _write(session: Session, target: str) -> CommandResult:
+    from pathlib import Path
+
+    from .errors import LLMReplError
+    from .export import write_export
+    from .sessions import load_session
+
+    path = session.journal.path
+    if path is None or session.journal.error:
+        return CommandResult("the session journal could not be written, so there is nothing to export", level="error")
+    try:
+        return CommandResult(write_export(load_session(path), Path(target).expanduser()))
+    except LLMReplError as e:
+        return CommandResult(str(e), level="error")
+    except OSError as e:
+        return CommandResult(f"cannot write {target}: {e.strerror or e}", level="error")

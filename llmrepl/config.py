@@ -53,6 +53,8 @@ class ModelConfig:
     max_output_tokens: int = 4096
     encoding: str | None = None
     timeout: float = 60.0  # seconds per network read; connect is 5 s
+    input_price: float | None = None   # USD per million prompt tokens, for /tokens' cost estimate
+    output_price: float | None = None  # USD per million completion tokens
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ _RANGES: dict[str, tuple[float, float | None, bool]] = {
     "model.context_window": (1, None, False),
     "model.max_output_tokens": (1, None, False),
     "model.timeout": (0, None, True),
+    "model.input_price": (0, None, False),
+    "model.output_price": (0, None, False),
     "repl.max_steps": (1, None, False),
     "repl.digest_tokens": (0, None, False),
     "exec.timeout": (0, None, False),

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["LocalServer", "KNOWN_SERVERS", "find_local_server", "probe_server"]
+__all__ = ["LocalServer", "KNOWN_SERVERS", "find_local_server", "probe_server", "server_context_length"]
 
 KNOWN_SERVERS: list[tuple[str, int]] = [
     ("Ollama", 11434),
@@ -124,3 +124,23 @@ def find_local_server(
         return None
     except Exception:
         return None
+
+
+def server_context_length(base_url: str, *, api_key: str | None = None, timeout: float = 3.0) -> int | None:
+    """The context length a configured server advertises on ``GET {base_url}/models`` (vLLM's
+    ``max_model_len`` and friends), or None. Runs in the background; never raises."""
+    import urllib.request
+
+    try:
+        request = urllib.request.Request(base_url.rstrip("/") + "/models", headers={"Accept": "application/json"})
+        if api_key:
+            request.add_header("Authorization", f"Bearer {api_key}")
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (configured URL)
+            body = response.read(_MAX_BODY + 1)
+        if len(body) > _MAX_BODY:
+            return None
+        server = _parse("server", base_url, body)
+        return server.context_length if server is not None else None
+    except Exception:
+        return None
+

@@ -9,8 +9,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
-import types
-from collections.abc import Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +17,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RUN_PYTHON_TOOL",
-    "system_prompt",
-    "namespace_summary",
+    "system_rules",
     "format_result",
     "cap_text",
-    "describe",
 ]
 
 RUN_PYTHON_TOOL: dict[str, Any] = {
@@ -73,17 +69,15 @@ def _importable() -> str:
     return ", ".join(names) if names else "the standard library only (no pandas, numpy or matplotlib)"
 
 
-def system_prompt(namespace: Mapping[str, Any] | None = None, *, max_output_chars: int = 8000) -> str:
-    """The rules, where code runs, and a compact summary of the user's namespace."""
-    text = _RULES.format(
+def system_rules(*, max_output_chars: int = 8000) -> str:
+    """The rules and where code runs (the namespace digest is appended by ``context``)."""
+    return _RULES.format(
         python=platform.python_version(),
         os=f"{platform.system()} {platform.release()}".strip(),
         cwd=_cwd(),
         libs=_importable(),
         cap=f"{max_output_chars:,}",
     )
-    summary = namespace_summary(namespace or {})
-    return f"{text}\n\nThe namespace now holds:\n{summary}"
 
 
 def _cwd() -> str:
@@ -91,43 +85,6 @@ def _cwd() -> str:
         return os.getcwd()
     except OSError:
         return "(unknown: the working directory was removed)"
-
-
-def describe(value: Any) -> str:
-    """Type and size, read without calling user-defined methods."""
-    t = type(value)
-    name = t.__name__
-    if isinstance(value, types.ModuleType):
-        return "module"
-    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)):
-        return "function"
-    if isinstance(value, type):
-        return "class"
-    if t in (int, float, bool, complex) or value is None:
-        r = repr(value)
-        return f"{name} = {r}" if len(r) <= 40 else name
-    if t is str:
-        return f"str, {len(value):,} chars" if len(value) > 40 else f"str = {value!r}"
-    if t in (list, tuple, dict, set, frozenset, bytes, bytearray):
-        return f"{name}, len {len(value):,}"
-    module = getattr(t, "__module__", "") or ""
-    if module.split(".")[0] in ("numpy", "pandas"):
-        shape = getattr(value, "shape", None)
-        if isinstance(shape, tuple):
-            return f"{module.split('.')[0]}.{name}, shape {shape}"
-    return name
-
-
-def namespace_summary(namespace: Mapping[str, Any], *, limit: int = 40) -> str:
-    """One line per user variable (newest first), at most ``limit`` lines."""
-    names = [n for n in namespace if not n.startswith("_") and n not in ("exit", "quit")]
-    if not names:
-        return "(nothing yet)"
-    names.reverse()  # dicts keep insertion order: newest definitions last
-    lines = [f"- {n}: {describe(namespace[n])}" for n in names[:limit]]
-    if len(names) > limit:
-        lines.append(f"- ... and {len(names) - limit} more names")
-    return "\n".join(lines)
 
 
 def cap_text(text: str, max_chars: int) -> str:

@@ -13,16 +13,20 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any
 
-from .errors import ModelError
+from .context import Context
+from .errors import LLMReplError, ModelError
 from .executor import ExecResult, Executor
 from .extract import code_from_tool_call, extract_code
 from .journal import Journal
 from .model import Completion, ModelClient, ToolCall
-from .prompts import RUN_PYTHON_TOOL, format_result, system_prompt
+from .prompts import RUN_PYTHON_TOOL, format_result
 from .redact import Redactor
+from .review import AutoApprove, Decision, Display, NoRun, NullDisplay, Reviewer, ScriptedReviewer
 from .risk import scan
+from .snapshot import SnapshotStore
 
 __all__ = [
     "Decision",
@@ -33,94 +37,19 @@ __all__ = [
     "Display",
     "NullDisplay",
     "TurnResult",
+    "UndoResult",
     "Session",
 ]
 
 
 @dataclass
-class Decision:
-    """What the person chose for a proposed cell."""
+class UndoResult:
+    """What /undo did."""
 
-    action: str  # "run" | "decline" | "always" (run, and run later cells without asking)
-    code: str = ""
-    edited: bool = False
-    reason: str = ""  # why it was declined, when not by a person ("--yes not given", "interrupted")
-
-
-class Reviewer(Protocol):
-    """Asks the person before a cell runs."""
-
-    def review(self, code: str, *, cell: int) -> Decision: ...
-
-
-class AutoApprove:
-    """Runs every cell (``--yes``, ``/auto on``)."""
-
-    def review(self, code: str, *, cell: int) -> Decision:
-        return Decision("run", code)
-
-
-class NoRun:
-    """Batch and one-shot without ``--yes``: show the code, never run it."""
-
-    def review(self, code: str, *, cell: int) -> Decision:
-        return Decision("decline", code, reason="not run: pass --yes to run generated code")
-
-
-class ScriptedReviewer:
-    """Test fake: answers from a list ("run", "decline", "always", or ("edit", code))."""
-
-    def __init__(self, answers: list[Any]) -> None:
-        self.answers = list(answers)
-        self.seen: list[str] = []
-
-    def review(self, code: str, *, cell: int) -> Decision:
-        self.seen.append(code)
-        answer = self.answers.pop(0)
-        if isinstance(answer, tuple):
-            return Decision("run", answer[1], edited=answer[1] != code)
-        return Decision(answer, code)
-
-
-class Display(Protocol):
-    """Everything the engine shows, as events; the terminal UI is one implementation."""
-
-    def answer_start(self) -> None: ...
-    def answer_text(self, delta: str) -> None: ...
-    def answer_end(self, completion: Completion) -> None: ...
-    def tool_code(self, code: str) -> None: ...
-    def cell_output(self, stream: str, text: str) -> None: ...
-    def cell_result(self, result: ExecResult) -> None: ...
-    def notice(self, text: str, level: str = "info") -> None: ...
-
-
-class NullDisplay:
-    """Shows nothing; records notices (for tests and headless use)."""
-
-    def __init__(self) -> None:
-        self.notices: list[str] = []
-        self.text: list[str] = []
-
-    def answer_start(self) -> None:
-        pass
-
-    def answer_text(self, delta: str) -> None:
-        self.text.append(delta)
-
-    def answer_end(self, completion: Completion) -> None:
-        pass
-
-    def tool_code(self, code: str) -> None:
-        pass
-
-    def cell_output(self, stream: str, text: str) -> None:
-        pass
-
-    def cell_result(self, result: ExecResult) -> None:
-        pass
-
-    def notice(self, text: str, level: str = "info") -> None:
-        self.notices.append(text)
+    removed: int                 # messages forgotten
+    cells: int = 0               # cells that had run in the undone exchange
+    rewound: bool | None = None  # namespace rewound (None: nothing to rewind or snapshots off)
+    summary: str = ""
 
 
 @dataclass
@@ -152,6 +81,7 @@ class Session:
         auto_run_risky: bool = False,
         use_tools: bool = True,
         redactor: Redactor | None = None,
+        context: Context | None = None,
     ) -> None:
         self.model = model
         self.executor = executor
@@ -166,25 +96,34 @@ class Session:
         self.exchanges: list[int] = []             # index in `messages` where each exchange starts
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
         self.redactor = redactor or Redactor()
-        self.fit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
+        self.state_dir: Path | None = None           # where stored sessions live (for /sessions)
+        self.session_id: str | None = None
+        self.exchange_cells: list[list[int | None]] = []  # [first, end) cell numbers of each exchange
+        self.snapshots: SnapshotStore | None = None
+        self._unsaved_names: set[str] = set()
+        self.context = context or Context(max_output_chars=max_output_chars)
+        self.on_model_change: Callable[[str], None] | None = None
+        self.input_price: float | None = None
+        self.output_price: float | None = None
 
     # -- the conversation -----------------------------------------------------------------
 
     def request_messages(self) -> list[dict[str, Any]]:
-        """The messages of the next request: system prompt, then the history (adjacent
-        user messages merged, since some chat templates insist on alternation)."""
-        system = {
-            "role": "system",
-            "content": system_prompt(self.executor.namespace, max_output_chars=self.max_output_chars),
-        }
-        merged: list[dict[str, Any]] = [system]
-        for msg in self.messages:
-            prev = merged[-1]
-            if msg["role"] == "user" and prev["role"] == "user" and len(merged) > 1:
-                merged[-1] = {"role": "user", "content": f"{prev['content']}\n\n{msg['content']}"}
-            else:
-                merged.append(msg)
-        return self.fit(merged) if self.fit else merged
+        """The next request: system prompt with the namespace digest, then the history fitted
+        into the context window (raises ModelError kind "too_long" when it cannot fit)."""
+        return self.context.build(self.messages, self.executor.namespace, model=self.model.model)
+
+    def switch_model(self, name: str) -> None:
+        """/model NAME: later requests go to ``name`` (the front end may re-size the budget)."""
+        self.model.model = name
+        if self.on_model_change is not None:
+            self.on_model_change(name)
+        self.journal.append("model", name=name)
+
+    def token_report(self) -> str:
+        """What /tokens shows."""
+        return self.context.report(self.messages, self.executor.namespace, model=self.model.model,
+                                   usage=self.usage, input_price=self.input_price, output_price=self.output_price)
 
     def _add(self, message: dict[str, Any]) -> None:
         """Every message that joins the conversation is journaled, so resume rebuilds it exactly."""
@@ -194,23 +133,67 @@ class Session:
 
     def _start_exchange(self) -> None:
         self.exchanges.append(len(self.messages))
+        if self.exchange_cells and self.exchange_cells[-1][1] is None:
+            self.exchange_cells[-1][1] = self.executor.cell_count  # the previous exchange's cells end here
+        self.exchange_cells.append([self.executor.cell_count, None])
 
-    def undo(self) -> int:
-        """Forget the last exchange; returns how many messages were removed."""
+    def undo(self) -> UndoResult:
+        """Forget the last exchange; with snapshots on, rewind the namespace to before it."""
         if not self.exchanges:
-            return 0
+            return UndoResult(0)
         start = self.exchanges.pop()
+        first, end = self.exchange_cells.pop() if self.exchange_cells else (0, 0)
+        first_cell = first or 0
+        last_cell = self.executor.cell_count if end is None else end
         removed = len(self.messages) - start
         del self.messages[start:]
-        self.journal.append("undo", removed=removed)
-        return removed
+        result = UndoResult(removed)
+        if last_cell > first_cell:  # cells ran in the undone exchange
+            result.cells = last_cell - first_cell
+            if self.snapshots is None:
+                result.summary = "variables were kept (repl.snapshots is off)"
+            else:
+                key = f"cell-{first_cell:04d}" if first_cell else "start"
+                report = self.snapshots.restore(key, self.executor.namespace)
+                report.label = f"before cell {first_cell + 1}"
+                result.rewound = report.error is None
+                result.summary = report.summary()
+        self.journal.append("undo", removed=removed, rewound=result.rewound, note=result.summary)
+        return result
 
     def reset(self) -> None:
         """A new conversation and a fresh namespace."""
         self.messages.clear()
         self.exchanges.clear()
+        self.exchange_cells.clear()
         self.executor.reset()
+        if self.snapshots is not None:
+            self._snapshot("start")
         self.journal.append("reset")
+
+    def enable_snapshots(self, store: SnapshotStore) -> None:
+        """Save the picklable namespace after every cell, so /undo can rewind it."""
+        self.snapshots = store
+        self._snapshot(f"cell-{self.executor.cell_count:04d}" if self.executor.cell_count else "start")
+
+    def _snapshot(self, key: str) -> None:
+        if self.snapshots is None:
+            return
+        try:
+            info = self.snapshots.save(key, self.executor.namespace)
+        except LLMReplError as e:
+            self.display.notice(f"snapshots turned off: {e}", "warning")
+            self.snapshots = None
+            return
+        new_skips = sorted(set(info.skipped) - self._unsaved_names)
+        if new_skips:
+            self._unsaved_names.update(new_skips)
+            self.display.notice(
+                "not in the snapshot (an /undo cannot rewind them): "
+                + ", ".join(f"{n} ({info.skipped[n]})" for n in new_skips[:5]),
+                "warning",
+            )
+        self.journal.append("snapshot", key=key, saved=len(info.saved), skipped=sorted(info.skipped), bytes=info.bytes)
 
     # -- running code ---------------------------------------------------------------------
 
@@ -241,11 +224,47 @@ class Session:
             output_chars=result.output_chars,
         )
         self.display.cell_result(result)
+        self.context.observe(self.executor.namespace)
+        if self.snapshots is not None:
+            self._snapshot(f"cell-{result.cell:04d}")
         return result
 
+    # -- resuming a stored session ------------------------------------------------------
+
+    def restore_conversation(self, messages: list[dict[str, Any]], exchanges: list[int]) -> None:
+        """Continue a stored conversation: the next request carries these messages."""
+        self.messages = [dict(m) for m in messages]
+        self.exchanges = list(exchanges)
+        self.exchange_cells = [[0, 0] for _ in exchanges]  # earlier runs' cells cannot be rewound by /undo
+
+    def replay(self, cells: list[tuple[int, str]]) -> list[ExecResult]:
+        """Re-run stored cells under their original numbers to rebuild the namespace."""
+        results = []
+        for number, code in cells:
+            self.executor.cell_count = number - 1
+            self.journal.append("cell_start", cell=number, code=code, replay=True)
+            result = self.executor.run(code)
+            self._scrub(result)
+            self.journal.append("cell_end", cell=result.cell, output=result.output, value=result.value_repr,
+                                error=result.error, error_type=result.error_type, replay=True)
+            results.append(result)
+        self.context.observe(self.executor.namespace)
+        if self.snapshots is not None and cells:
+            self._snapshot(f"cell-{self.executor.cell_count:04d}")
+        return results
+
+    def note(self, text: str) -> None:
+        """Tell the model something in the next request (e.g. how a resume went)."""
+        self._add({"role": "user", "content": _NOTE + text})
+
     def _feedback(self, result: ExecResult, edited: bool) -> str:
-        """What the model is told about a cell (capped; secrets scrubbed, code included)."""
-        return self.redactor.redact(format_result(result, max_chars=self.max_output_chars, edited=edited))
+        """What the model is told about a cell: capped in characters and in tokens (a quarter of
+        the budget at most), secrets scrubbed, code included."""
+        text = format_result(result, max_chars=self.max_output_chars, edited=edited)
+        shrink = self.context.feedback_cap(text)
+        if shrink < 1.0:
+            text = format_result(result, max_chars=max(int(self.max_output_chars * shrink), 500), edited=edited)
+        return self.redactor.redact(text)
 
     def _scrub(self, result: ExecResult) -> None:
         """Secrets never reach the journal, the model or the screen (cell output included)."""
@@ -335,11 +354,24 @@ class Session:
         return turn
 
     def _call_model(self) -> Completion:
-        messages = self.request_messages()
         tools = [RUN_PYTHON_TOOL] if self.use_tools else None
-        self.display.answer_start()
         started = time.monotonic()
-        completion = self.model.complete(messages, tools=tools, on_text=self.display.answer_text)
+        for attempt in (1, 2):
+            messages = self.request_messages()
+            self.display.answer_start()
+            try:
+                completion = self.model.complete(messages, tools=tools, on_text=self.display.answer_text)
+                break
+            except ModelError as e:
+                if e.kind != "context_length" or attempt == 2 or e.partial:
+                    raise
+                # the window the table promised was too big: fit into less, remember it, retry once
+                self.context.shrink *= 0.7
+                self.display.notice(
+                    "the server says the request exceeds the model's context window; "
+                    f"retrying with less history (budget now {self.context.budget:,} tokens)",
+                    "warning",
+                )
         self.display.answer_end(completion)
         self.usage["requests"] += 1
         if completion.usage:

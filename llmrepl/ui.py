@@ -29,7 +29,7 @@ from .commands import commands, dispatch, is_command
 from .display import TerminalDisplay
 from .session import Decision, Session
 
-__all__ = ["TerminalUI", "TerminalReviewer", "SafeFileHistory"]
+__all__ = ["TerminalUI", "TerminalReviewer", "SafeFileHistory", "ask_yes_no"]
 
 PROMPT = "llm> "
 _MAX_HISTORY_ENTRY = 10_000
@@ -103,6 +103,12 @@ def _ask_key(message: str, keys: dict[str, str], *, input: Input | None, output:
         erase_when_done=False,
     )
     return app.run(handle_sigint=False)
+
+
+def ask_yes_no(question: str) -> bool:
+    """One key, Enter meaning yes (used before the UI starts, e.g. by --resume)."""
+    keys = {"y": "yes", "Y": "yes", "enter": "yes", "c-m": "yes", "n": "no", "N": "no", "c-c": "no", "c-d": "no"}
+    return _ask_key(question, keys, input=None, output=create_output(stdout=sys.__stdout__)) == "yes"
 
 
 class TerminalReviewer:
@@ -192,12 +198,23 @@ class TerminalUI:
             completer=_SlashCompleter(),
             complete_while_typing=True,
             reserve_space_for_menu=0,
+            bottom_toolbar=self.toolbar,
             input=input,
             output=output,
         )
         self._notices: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._resend = ""
         session.executor.input_func = self.reviewer.ask_input
+
+    def toolbar(self) -> str:
+        """Model, context fill, tokens used this session, auto-run: e.g.
+        `` gpt-4.1 · ctx 12.3k/1.0M · 45.6k used · auto-run off ``."""
+        s = self.session
+        fit = s.context.last
+        fill = _k(fit.tokens) if fit is not None else "–"
+        used = s.usage["prompt_tokens"] + s.usage["completion_tokens"]
+        auto = "on" if s.auto_run else "off"
+        return f" {s.model.model} · ctx {fill}/{_k(s.context.context_window)} · {_k(used)} used · auto-run {auto} "
 
     @staticmethod
     def _bindings() -> KeyBindings:
@@ -312,3 +329,10 @@ class TerminalUI:
         return f"TerminalUI(session={self.session!r})"
 
 
+def _k(n: int) -> str:
+    """12345 -> "12.3k", 1047576 -> "1.0M"."""
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.1f}M"
+    if n >= 1_000:
+        return f"{n / 1_000:.1f}k"
+    return str(n)

@@ -29,7 +29,7 @@ def test_py_runs_in_the_namespace_and_vars_lists_it():
     s = make()
     assert dispatch("/py import math; r = [1, 2, 3]; t = 'hi'", s).text is None
     text = dispatch("/vars", s).text
-    assert "r" in text and "list, len 3" in text and "t" in text
+    assert "  r     list    [1, 2, 3]" in text and "  t     str     'hi'" in text
     assert "math" in text  # modules are variables too
 
 
@@ -42,11 +42,14 @@ def test_exit():
 
 
 def test_history_undo_reset():
-    s = make("hello there", "again")
+    s = make("hello there", "```python\nkept_var = 1\n```", "done")
     s.step("hi", ScriptedReviewer([]))
     hist = dispatch("/history", s).text
     assert "you: hi" in hist and "model: hello there" in hist
-    assert "kept" in dispatch("/undo", s).text
+    s.step("make a var", ScriptedReviewer(["run"]))
+    undo = dispatch("/undo", s)
+    assert "variables were kept (repl.snapshots is off)" in undo.text and "kept_var" in s.executor.namespace
+    assert "no code had run" in dispatch("/undo", s).text
     assert dispatch("/history", s).text == "the conversation is empty"
     assert dispatch("/undo", s).text == "nothing to undo"
     dispatch("/py k = 1", s)

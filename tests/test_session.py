@@ -48,7 +48,7 @@ def test_second_message_uses_a_variable_from_the_first():
     assert turn.cells[0].value_repr == "[1, 2, 3]"
     # the second request carries the whole history, and the system prompt knows `data`
     req = model.calls[2]["messages"]
-    assert "data: list, len 3" in req[0]["content"]
+    assert "- data: [3, 1, 2]" in req[0]["content"]
     assert [m["role"] for m in req[1:]] == ["user", "assistant", "user", "assistant", "user"]
 
 
@@ -175,7 +175,7 @@ def test_undo_forgets_the_last_exchange():
     session, model, _ = make("one", "two", "three")
     session.step("first", ScriptedReviewer([]))
     session.step("second", ScriptedReviewer([]))
-    assert session.undo() == 2
+    assert session.undo().removed == 2
     session.step("again", ScriptedReviewer([]))
     contents = [m["content"] for m in model.calls[2]["messages"][1:]]
     assert contents == ["first", "one", "again"]
@@ -231,3 +231,85 @@ def test_low_risk_labels_do_not_stop_auto_run(tmp_path):
     session.step("write", reviewer)
     assert not reviewer.seen and target.exists()
     assert any("write files" in n for n in display.notices)
+
+
+def test_undo_with_snapshots_rewinds_the_namespace(tmp_path):
+    from llmrepl.snapshot import SnapshotStore
+
+    session, model, _ = make("```python\na = 1\n```", "one", "```python\na = 2\nb = 3\n```", "two")
+    session.enable_snapshots(SnapshotStore(tmp_path / "snaps"))
+    session.step("set a", AutoApprove())
+    session.step("change a, add b", AutoApprove())
+    ns = session.executor.namespace
+    assert (ns["a"], ns["b"]) == (2, 3)
+    result = session.undo()
+    assert result.rewound and "restored" in result.summary
+    assert ns["a"] == 1 and "b" not in ns
+    session.undo()
+    assert "a" not in ns  # back to before the first cell
+
+
+def test_undo_with_snapshots_reports_what_could_not_be_rewound(tmp_path):
+    from llmrepl.snapshot import SnapshotStore
+
+    session, model, display = make("```python\nimport threading\nlock = threading.Lock()\nn = 1\n```", "ok",
+                                   "```python\nn = 2\nlock = threading.RLock()\n```", "ok")
+    session.enable_snapshots(SnapshotStore(tmp_path / "snaps"))
+    session.step("make a lock", AutoApprove())
+    assert any("lock" in n and "undo cannot rewind" in n for n in display.notices)
+    session.step("change both", AutoApprove())
+    result = session.undo()
+    # n is rewound; the lock could not be saved, so it stays as it is now, and the summary says so
+    assert session.executor.namespace["n"] == 1 and "lock" in result.summary
+
+
+def test_context_length_error_refits_with_less_and_retries_once():
+    session, model, display = make(ModelError("too long", kind="context_length"), "fine now")
+    for i in range(30):
+        session.messages.append({"role": "user", "content": f"old question {i} " + "x" * 400})
+        session.messages.append({"role": "assistant", "content": f"old answer {i}"})
+    before = session.context.budget
+    turn = session.step("new question", ScriptedReviewer([]))
+    assert turn.stop == "done" and len(model.calls) == 2
+    assert session.context.budget < before
+    assert len(model.calls[1]["messages"]) <= len(model.calls[0]["messages"])
+    assert any("context window" in n for n in display.notices)
+
+
+def test_newest_message_too_big_is_not_sent_and_user_is_told():
+    from llmrepl.context import Context
+
+    model = ScriptedModel([])
+    session = Session(model, Executor(), display=NullDisplay(), context=Context(context_window=2000, reserve=500))
+    turn = session.step("word " * 4000, ScriptedReviewer([]))
+    assert turn.stop == "error" and turn.error.kind == "too_long" and not model.calls
+    assert "context_window" in str(turn.error) and session.messages == []
+
+
+def test_long_session_stays_inside_a_small_window_with_newest_message_present():
+    from llmrepl.context import Context
+
+    replies = []
+    for i in range(60):
+        replies += [f"```python\nv{i} = {i}\nprint('value', v{i})\n```", f"done {i}"]
+    model = ScriptedModel(replies)
+    session = Session(model, Executor(), display=NullDisplay(), context=Context(context_window=3000, reserve=500))
+    for i in range(60):
+        session.step(f"question {i}", AutoApprove())
+    for call in model.calls:
+        total = sum(session.context.counter.count_message(m) for m in call["messages"])
+        assert total <= 2500
+    last = model.calls[-1]["messages"]
+    assert any("question 59" in (m.get("content") or "") for m in last)
+    assert "left out" in last[0]["content"]
+
+
+def test_tokens_report_shows_parts_budget_and_usage():
+    from llmrepl.model import Usage
+
+    session, model, _ = make(Completion(text="hi", finish_reason="stop", usage=Usage(1200, 300, 1500)))
+    session.step("hello", ScriptedReviewer([]))
+    report = session.token_report()
+    for part in ("system prompt", "namespace digest", "history", "newest message", "total", "kept for the answer"):
+        assert part in report
+    assert "1,200 prompt + 300 completion tokens in 1 request(s)" in report

@@ -55,7 +55,7 @@ def test_slash_command_and_unknown_command(ui_factory, tmp_path):
     session, model, out, display = ui_factory()
     run_keys(session, display, "/py q = 7\r/vars\r/qiut\r/exit\r", tmp_path)
     text = out.getvalue()
-    assert "q" in text and "int = 7" in text
+    assert "q  int  7" in text
     assert "unknown command /qiut" in text and "/quit" not in text.replace("/qiut", "") or "did you mean" in text
     assert not model.calls
 
@@ -71,3 +71,15 @@ def test_empty_and_whitespace_lines_send_nothing(ui_factory, tmp_path):
     session, model, out, display = ui_factory()
     run_keys(session, display, "\r   \r\x04", tmp_path)
     assert not model.calls
+
+
+def test_bottom_toolbar_shows_model_context_fill_tokens_and_auto_run(ui_factory, tmp_path):
+    from llmrepl.model import Completion, Usage
+
+    session, model, out, display = ui_factory(Completion(text="hi", finish_reason="stop", usage=Usage(1500, 200, 1700)))
+    run_keys(session, display, "hello\r\x04", tmp_path)
+    with create_pipe_input() as inp:
+        ui = TerminalUI(session, display, input=inp, output=DummyOutput())
+        bar = ui.toolbar()
+    assert "scripted" in bar and "1.7k used" in bar and "auto-run off" in bar
+    assert f"/{session.context.context_window / 1000:.1f}k" in bar and "ctx –/" not in bar

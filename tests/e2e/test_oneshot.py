@@ -49,7 +49,7 @@ def test_two_message_data_session_in_batch_mode_with_yes(server):
     assert "3\n" in p.stdout and "'north'" in p.stdout and "The north sells most." in p.stdout
     fourth = server.requests[3]["messages"]
     assert "'north'" in fourth[-1]["content"]                 # the result went back
-    assert "sales: dict, len 3" in fourth[0]["content"]       # the system prompt knows `sales`
+    assert "- sales: {'north': 412" in fourth[0]["content"]  # the system prompt knows `sales`
     assert [m["content"] for m in fourth if m["role"] == "user"][0] == "load the sales"
 
 

@@ -1,0 +1,432 @@
+"""``/save`` and ``/export``: a stored session as Markdown, a runnable ``.py``, or a notebook.
+
+All three render :class:`llmrepl.sessions.StoredSession`, the journal replayed: the
+conversation as it stands (undone exchanges and everything before the last ``/reset`` are
+left out) and the cells behind the namespace. Files are written atomically and 0600, since
+they hold conversation text.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import io
+import os
+import re
+import tempfile
+import tokenize
+from pathlib import Path
+from typing import Any
+
+from .errors import LLMReplError
+from .extract import PYTHON_TAGS, code_from_tool_call, extract_code
+from .sessions import CellRecord, Entry, StoredSession
+
+__all__ = ["transcript_markdown", "export_py", "export_ipynb", "write_export", "FORMATS"]
+
+FORMATS = (".py", ".ipynb", ".md")
+
+
+# -- Markdown ---------------------------------------------------------------------------
+
+
+def _fence(text: str, lang: str = "") -> str:
+    """A fenced block that survives backticks inside ``text``."""
+    longest = max((len(m) for m in re.findall(r"`{3,}", text)), default=0)
+    ticks = "`" * max(3, longest + 1)
+    body = text if text.endswith("\n") else text + "\n"
+    return f"{ticks}{lang}\n{body}{ticks}"
+
+
+def _figure_target(path: str, base: Path | None) -> str:
+    """Relative to the transcript's folder when the figure lies inside it; else absolute."""
+    target = path
+    if base is not None:
+        try:
+            rel = os.path.relpath(os.path.abspath(path), os.path.abspath(base))
+        except ValueError:  # another drive (Windows)
+            rel = ""
+        if rel and not rel.startswith(os.pardir):
+            target = rel
+    target = target.replace(os.sep, "/")
+    return f"<{target}>" if re.search(r"[\s()<>]", target) else target
+
+
+def _header_lines(stored: StoredSession) -> list[str]:
+    info = stored.info
+    lines = [f"# llmrepl session {info.id}", ""]
+    if stored.model:
+        lines.append(f"- model: {stored.model}")
+    if info.started:
+        lines.append(f"- started: {info.started.strftime('%Y-%m-%d %H:%M')}")
+    if stored.cwd:
+        lines.append(f"- folder: {stored.cwd}")
+    ran = sum(1 for c in stored.cells if c.completed)
+    lines.append(f"- cells run: {ran}")
+    gone = []
+    if stored.undone:
+        gone.append(f"{stored.undone} undone exchange{'s' if stored.undone != 1 else ''}")
+    if stored.resets:
+        gone.append("everything before the last /reset")
+    if gone:
+        lines += ["", f"_Not shown: {' and '.join(gone)}; the full record is {info.path}._"]
+    if stored.bad_lines:
+        lines += ["", f"_{stored.bad_lines} unreadable journal line(s) were skipped._"]
+    return lines
+
+
+def _cell_title(cell: CellRecord, kept: bool) -> str:
+    parts = [f"### Cell {cell.cell}"]
+    if cell.edited:
+        parts.append("edited by you")
+    if not cell.completed:
+        parts.append("did not finish (the session ended while it ran)")
+    elif cell.timed_out:
+        parts.append("stopped by the time limit")
+    elif cell.interrupted:
+        parts.append("interrupted (Ctrl-C)")
+    elif cell.error_type:
+        parts.append(f"failed with {cell.error_type}")
+    if cell.completed and cell.duration >= 0.1:
+        parts.append(f"{cell.duration:.1f} s")
+    if kept:
+        parts.append("its exchange was undone, its variables kept")
+    return " · ".join(parts)
+
+
+def _cell_markdown(cell: CellRecord, kept: bool, base: Path | None) -> list[str]:
+    out = [_cell_title(cell, kept), "", _fence(cell.code, "python")]
+    if cell.output:
+        out += ["", "Output:", "", _fence(cell.output, "text")]
+    if cell.value is not None:
+        out += ["", "Value:", "", _fence(cell.value, "text")]
+    if cell.error:
+        out += ["", f"Error ({cell.error_type or 'error'}):", "", _fence(cell.error, "text")]
+    for path in cell.figures:
+        out += ["", f"![{os.path.basename(path)}]({_figure_target(path, base)})"]
+    return out
+
+
+def _tool_call_markdown(call: dict[str, Any]) -> list[str]:
+    fn = call.get("function") or {}
+    name, args = str(fn.get("name", "")), str(fn.get("arguments", ""))
+    try:
+        return ["", f"`{name}` call:", "", _fence(code_from_tool_call(name, args), "python")]
+    except ValueError:
+        return ["", f"`{name}` call with arguments:", "", _fence(args, "json")]
+
+
+def transcript_markdown(stored: StoredSession, *, base: Path | None = None) -> str:
+    """The conversation as it stands, readable: messages, answers, cells with their output,
+    figures (linked relative to ``base``, the transcript's folder, when they lie inside it)."""
+    out = _header_lines(stored)
+    for entry in stored.timeline:
+        out.append("")
+        if entry.kind == "user":
+            out += ["## You", "", entry.text]
+        elif entry.kind == "assistant":
+            out += ["## Model"]
+            if entry.text:
+                out += ["", entry.text]
+            for call in entry.tool_calls:
+                out += _tool_call_markdown(call)
+        elif entry.kind == "cell" and entry.cell is not None:
+            if entry.cell.source == "py":
+                out += ["## You ran /py", ""]
+            out += _cell_markdown(entry.cell, entry.kept, base)
+        elif entry.kind == "declined":
+            out.append(f"_Cell not run ({entry.reason or 'the user declined'})._")
+        elif entry.kind == "note":
+            first = entry.text.strip().splitlines()[0] if entry.text.strip() else ""
+            out.append(f"_llmrepl: {first}_")
+    return "\n".join(out).rstrip() + "\n"
+
+
+# -- .py --------------------------------------------------------------------------------
+
+
+def _commented(code: str) -> list[str]:
+    return [("# " + line).rstrip() for line in code.splitlines()]
+
+
+def _indent_outside_strings(code: str, prefix: str = "    ") -> str | None:
+    """Indent every line except those inside multi-line strings (their text must not change)."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    inside: set[int] = set()
+    for tok in tokens:
+        if tok.start[0] < tok.end[0] and tok.type not in (tokenize.NL, tokenize.NEWLINE):
+            inside.update(range(tok.start[0] + 1, tok.end[0] + 1))
+    lines = code.splitlines()
+    return "\n".join(
+        line if (i in inside or not line.strip()) else prefix + line
+        for i, line in enumerate(lines, 1)
+    )
+
+
+def _split_future(code: str) -> tuple[str, list[str]]:
+    """``from __future__`` imports must open a file: take them out of a cell."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return code, []
+    names: list[str] = []
+    drop: set[int] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            names += [a.name for a in node.names]
+            drop.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+        elif not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
+            break
+    if not names:
+        return code, []
+    kept = [line for i, line in enumerate(code.splitlines(), 1) if i not in drop]
+    return "\n".join(kept), names
+
+
+def _py_cell(cell: CellRecord, futures: list[str]) -> list[str]:
+    tags = []
+    if cell.edited:
+        tags.append("edited by you")
+    if cell.source == "py":
+        tags.append("/py")
+    if cell.undone:
+        tags.append("its exchange was undone, its variables kept")
+    head = f"# cell {cell.cell}" + (f" ({', '.join(tags)})" if tags else "")
+    if not cell.completed:
+        return [head + ": did not finish (the session ended while it ran); left out:", *_commented(cell.code)]
+    if cell.error_type == "SyntaxError":
+        return [head + ": failed with SyntaxError and never ran; left out:", *_commented(cell.code)]
+    if cell.interrupted or cell.timed_out:
+        why = "was stopped by the time limit" if cell.timed_out else "was interrupted (Ctrl-C)"
+        return [head + f": {why} when it ran; left out, since it may not finish:", *_commented(cell.code)]
+    code, names = _split_future(cell.code)
+    futures += [n for n in names if n not in futures]
+    out = [head]
+    if cell.error:
+        # It failed part-way in the REPL, which carried on with what it had done: do the same.
+        body = _indent_outside_strings(code)
+        if body is None or not body.strip():
+            return [head + f": failed with {cell.error_type}; left out:", *_commented(cell.code)]
+        caught = "SystemExit" if cell.error_type == "SystemExit" else "(Exception, SystemExit)"
+        handler = "    pass" if cell.error_type == "SystemExit" else "    __import__('traceback').print_exc()"
+        out += [f"# it failed with {cell.error_type} when it ran; the session carried on, and so does this file",
+                "try:", body, f"except {caught}:", handler]
+    else:
+        out.append(code.rstrip("\n"))
+    if cell.value is not None:
+        first = cell.value.strip().splitlines()[0] if cell.value.strip() else ""
+        more = " …" if "\n" in cell.value.strip() or len(first) > 120 else ""
+        out.append(f"# -> {first[:120]}{more}")
+    return out
+
+
+def export_py(stored: StoredSession) -> str:
+    """The executed cells, in order, as one script that runs with ``python FILE``.
+
+    Declined cells are left out; edited ones are as they ran; trailing expressions are kept
+    as they were (not printed; the value the REPL showed follows as a ``# ->`` comment).
+    Cells that never ran to the end (SyntaxError, interrupted, crashed) are commented out;
+    a cell that failed part-way is kept inside ``try``, so the script carries on as the
+    session did.
+    """
+    info = stored.info
+    header = [f"# Cells run in llmrepl session {info.id}"]
+    details = []
+    if stored.model:
+        details.append(f"model {stored.model}")
+    if info.started:
+        details.append(f"started {info.started.strftime('%Y-%m-%d %H:%M')}")
+    if stored.cwd:
+        details.append(f"ran in {stored.cwd}")
+    if details:
+        header.append("# " + "; ".join(details))
+    header.append("# Declined cells are left out; edited cells are as you ran them.")
+    futures: list[str] = []
+    body: list[str] = []
+    for cell in stored.cells:
+        body += ["", "", *_py_cell(cell, futures)]
+    lines = header
+    if futures:
+        lines += ["", f"from __future__ import {', '.join(futures)}"]
+    return "\n".join(lines + body) + "\n"
+
+
+# -- .ipynb -----------------------------------------------------------------------------
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})([^\n]*)$")
+
+
+def _prose(text: str) -> str:
+    """An answer without the Python blocks that become code cells (other fences stay)."""
+    out: list[str] = []
+    block: list[str] | None = None
+    opener = ""
+    for line in text.splitlines():
+        if block is None:
+            m = _FENCE.match(line)
+            if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):
+                block, opener = [line], m.group(1)
+            else:
+                out.append(line)
+            continue
+        block.append(line)
+        stripped = line.strip()
+        if stripped.startswith(opener) and set(stripped) == {opener[0]}:
+            info = _FENCE.match(block[0])
+            lang = info.group(2).strip().split()[0].lower() if info and info.group(2).strip() else ""
+            is_python = lang in PYTHON_TAGS or (not lang and extract_code("\n".join(block)).code is not None)
+            if not is_python:
+                out += block
+            block = None
+    if block is not None:
+        out += block
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
+
+
+def _outputs(cell: CellRecord) -> list[Any]:
+    from nbformat.v4 import new_output
+
+    outputs: list[Any] = []
+    stdout = cell.stdout or ("" if cell.stderr else cell.output)
+    if stdout:
+        outputs.append(new_output("stream", name="stdout", text=stdout))
+    if cell.stderr:
+        outputs.append(new_output("stream", name="stderr", text=cell.stderr))
+    for path in cell.figures:
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            continue  # gone since; its path is in the printed output
+        outputs.append(new_output(
+            "display_data",
+            data={"image/png": base64.b64encode(data).decode("ascii"), "text/plain": f"<figure {path}>"},
+        ))
+    if cell.value is not None:
+        outputs.append(new_output("execute_result", data={"text/plain": cell.value},
+                                  execution_count=cell.cell))
+    if cell.error:
+        lines = cell.error.rstrip("\n").splitlines() or [cell.error]
+        last = lines[-1]
+        ename = cell.error_type or "Error"
+        evalue = last.split(":", 1)[1].strip() if last.startswith(ename + ":") else last
+        outputs.append(new_output("error", ename=ename, evalue=evalue, traceback=lines))
+    return outputs
+
+
+def export_ipynb(stored: StoredSession) -> str:
+    """A valid nbformat 4 notebook: your messages and the model's prose as Markdown, each
+    cell that ran as a code cell with its output, values, errors and figures (PNG)."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.metadata["llmrepl"] = {"session": stored.info.id, "model": stored.model}
+    cells: list[Any] = [new_markdown_cell("\n".join(_header_lines(stored)))]
+    for entry in stored.timeline:
+        cells += _notebook_cells(entry, new_code_cell, new_markdown_cell)
+    nb.cells = cells
+    nbformat.validate(nb)
+    return str(nbformat.writes(nb))
+
+
+def _notebook_cells(entry: Entry, new_code_cell: Any, new_markdown_cell: Any) -> list[Any]:
+    if entry.kind == "user":
+        return [new_markdown_cell(f"**You:** {entry.text}")]
+    if entry.kind == "assistant":
+        prose = _prose(entry.text)
+        return [new_markdown_cell(f"**Model:** {prose}")] if prose else []
+    if entry.kind == "declined":
+        why = entry.reason or "the user declined"
+        return [new_markdown_cell(f"_Not run ({why}):_\n\n{_fence(entry.text, 'python')}")]
+    if entry.kind == "note":
+        first = entry.text.strip().splitlines()[0] if entry.text.strip() else ""
+        return [new_markdown_cell(f"_llmrepl: {first}_")]
+    cell = entry.cell
+    if entry.kind != "cell" or cell is None:
+        return []
+    out = []
+    notes = []
+    if cell.source == "py":
+        notes.append("you ran it with /py")
+    if cell.edited:
+        notes.append("edited by you")
+    if entry.kept:
+        notes.append("its exchange was undone later; its variables were kept")
+    if not cell.completed:
+        notes.append("it did not finish: the session ended while it ran")
+    if notes:
+        out.append(new_markdown_cell(f"_Cell {cell.cell}: {'; '.join(notes)}._"))
+    meta = {"llmrepl": {"cell": cell.cell, "edited": cell.edited, "source": cell.source}}
+    out.append(new_code_cell(
+        cell.code,
+        execution_count=cell.cell if cell.completed else None,
+        outputs=_outputs(cell) if cell.completed else [],
+        metadata=meta,
+    ))
+    return out
+
+
+# -- writing ----------------------------------------------------------------------------
+
+
+def write_export(stored: StoredSession, path: Path) -> str:
+    """Write by suffix (``.md``, ``.py``, ``.ipynb``), atomically and 0600; say what was written."""
+    path = Path(os.path.expanduser(str(path)))
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise LLMReplError(f"unknown export format {suffix!r}: use .py, .ipynb or .md"
+                           if suffix else f"{str(path)!r} has no suffix: use .py, .ipynb or .md")
+    if path.is_dir():
+        raise LLMReplError(f"{path} is a folder: give a file name ending in {suffix or '.py, .ipynb or .md'}")
+    ran = [c for c in stored.cells if c.completed]
+    if suffix == ".md":
+        text = transcript_markdown(stored, base=path.parent)
+        what = f"the transcript ({_count(len(stored.messages), 'message')}, {_count(len(ran), 'cell')})"
+    elif suffix == ".py":
+        text = export_py(stored)
+        what = _count(len(ran), "cell")
+    else:
+        text = export_ipynb(stored)
+        what = _count(len(ran), "cell")
+    _write_private(path, text)
+    return f"wrote {what} to {path}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _write_private(path: Path, text: str) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    tmp = ""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")  # 0600
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = ""
+    except OSError as e:
+        raise LLMReplError(f"cannot write {path}: {e.strerror or e}") from e
+    finally:
+        if tmp:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)

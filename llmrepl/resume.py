@@ -1,0 +1,104 @@
+"""``--resume``: continue a stored session — the conversation exactly, then the namespace.
+
+The namespace comes back from the newest snapshot (``repl.snapshots``) or by re-running the
+session's cells after one confirmation. Either way the model is told what was restored, so
+it never refers to variables that are not there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .session import Display, Session
+from .sessions import StoredSession
+
+__all__ = ["resume", "replayable_cells"]
+
+
+def replayable_cells(stored: StoredSession) -> list[tuple[int, str]]:
+    """Cells to re-run, in order: those that finished, without a SyntaxError, timeout or Ctrl-C
+    (a cell that was still running when the process died is never re-run)."""
+    return [
+        (c.cell, c.code)
+        for c in stored.cells
+        if c.completed and not c.interrupted and not c.timed_out and c.error_type != "SyntaxError"
+    ]
+
+
+def resume(session: Session, stored: StoredSession, display: Display, *, confirm: Callable[[str], bool]) -> None:
+    """Rebuild ``session`` from ``stored``; ``confirm(question)`` asks before re-running cells."""
+    info = stored.info
+    session.restore_conversation(stored.messages, stored.exchanges)
+    session.journal.append("resume", messages=len(stored.messages), cells=len(stored.cells))
+    started = info.started.strftime("%Y-%m-%d %H:%M") if info.started else "unknown time"
+    display.notice(f"resumed session {info.id} from {started}: {len(stored.messages)} messages, "
+                   f"{len(stored.cells)} cells")
+    _show_tail(stored.messages, display)
+    if stored.bad_lines:
+        display.notice(f"{stored.bad_lines} unreadable journal line(s) skipped (torn by a crash?)", "warning")
+    if info.crashed_in_cell is not None:
+        display.notice(
+            f"the previous run ended while cell {info.crashed_in_cell} was running (os._exit, a crash, or a kill): "
+            "the conversation is back, that cell's effects are not, and it will not be re-run",
+            "warning",
+        )
+    session.executor.cell_count = max((c.cell for c in stored.cells), default=0)
+
+    if _from_snapshot(session, display):
+        return
+    cells = replayable_cells(stored)
+    if not cells:
+        if stored.cells:
+            session.note("This session was resumed in a new llmrepl process; none of its cells could be re-run, "
+                         "so the namespace is empty. Recreate what you need.")
+        return
+    if not confirm(f"Re-run {len(cells)} cell(s) to rebuild the namespace? [Y/n] "):
+        display.notice("namespace not restored: variables from the earlier session do not exist now", "warning")
+        session.note("This session was resumed in a new llmrepl process and the namespace was NOT restored: "
+                     "variables, imports and functions from earlier cells do not exist now. Recreate what you need.")
+        return
+    results = session.replay(cells)
+    failed = [r for r in results if r.error]
+    if failed:
+        detail = ", ".join(f"cell {r.cell} ({r.error_type})" for r in failed[:6])
+        display.notice(f"re-ran {len(results)} cells; {len(failed)} failed now: {detail}", "warning")
+        session.note(f"This session was resumed in a new llmrepl process. The namespace was rebuilt by re-running "
+                     f"{len(results)} earlier cells, but {len(failed)} failed this time: {detail}. "
+                     "Variables those cells would have made may be missing.")
+    else:
+        display.notice(f"re-ran {len(results)} cells; the namespace is rebuilt")
+        session.note(f"This session was resumed in a new llmrepl process. The namespace was rebuilt by re-running "
+                     f"all {len(results)} earlier cells: the variables exist again.")
+
+
+def _from_snapshot(session: Session, display: Display) -> bool:
+    store = session.snapshots
+    if store is None:
+        return False
+    keys = [k for k in store.keys() if k.startswith("cell-")]
+    if not keys:
+        return False
+    key = max(keys, key=lambda k: int(k[5:]))
+    report = store.restore(key, session.executor.namespace)
+    if report.error is not None:
+        display.notice(f"could not restore the snapshot: {report.error}; re-running cells instead", "warning")
+        return False
+    report.label = f"after cell {int(key[5:])}"
+    display.notice(report.summary(), "info" if report.complete else "warning")
+    missing = sorted(set(report.kept_unrestorable) | set(report.failed))
+    session.note(
+        "This session was resumed in a new llmrepl process and the namespace was restored from a snapshot"
+        + (f", except: {', '.join(missing)} (could not be saved; they do not exist now)." if missing else ".")
+    )
+    return True
+
+
+def _show_tail(messages: list[dict[str, Any]], display: Display, count: int = 4) -> None:
+    shown = [m for m in messages if m.get("role") in ("user", "assistant") and m.get("content")][-count:]
+    for m in shown:
+        text = " ".join(str(m["content"]).split())
+        who = "you" if m["role"] == "user" else "model"
+        if text.startswith("[llmrepl]"):
+            continue
+        display.notice(f"  {who}: {text[:110]}{'…' if len(text) > 110 else ''}")

@@ -1,0 +1,102 @@
+"""How the engine asks and shows: the ``Reviewer`` and ``Display`` protocols and simple ones.
+
+The terminal implements both (``ui.TerminalReviewer``, ``display.TerminalDisplay``); these
+are the headless ones: run everything, run nothing, answer from a script, show nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .executor import ExecResult
+    from .model import Completion
+
+__all__ = ["Decision", "Reviewer", "AutoApprove", "NoRun", "ScriptedReviewer", "Display", "NullDisplay"]
+
+
+@dataclass
+class Decision:
+    """What the person chose for a proposed cell."""
+
+    action: str  # "run" | "decline" | "always" (run, and run later cells without asking)
+    code: str = ""
+    edited: bool = False
+    reason: str = ""  # why it was declined, when not by a person ("--yes not given", "interrupted")
+
+
+class Reviewer(Protocol):
+    """Asks the person before a cell runs."""
+
+    def review(self, code: str, *, cell: int) -> Decision: ...
+
+
+class AutoApprove:
+    """Runs every cell (``--yes``, ``/auto on``)."""
+
+    def review(self, code: str, *, cell: int) -> Decision:
+        return Decision("run", code)
+
+
+class NoRun:
+    """Batch and one-shot without ``--yes``: show the code, never run it."""
+
+    def review(self, code: str, *, cell: int) -> Decision:
+        return Decision("decline", code, reason="not run: pass --yes to run generated code")
+
+
+class ScriptedReviewer:
+    """Test fake: answers from a list ("run", "decline", "always", or ("edit", code))."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = list(answers)
+        self.seen: list[str] = []
+
+    def review(self, code: str, *, cell: int) -> Decision:
+        self.seen.append(code)
+        answer = self.answers.pop(0)
+        if isinstance(answer, tuple):
+            return Decision("run", answer[1], edited=answer[1] != code)
+        return Decision(answer, code)
+
+
+class Display(Protocol):
+    """Everything the engine shows, as events; the terminal UI is one implementation."""
+
+    def answer_start(self) -> None: ...
+    def answer_text(self, delta: str) -> None: ...
+    def answer_end(self, completion: Completion) -> None: ...
+    def tool_code(self, code: str) -> None: ...
+    def cell_output(self, stream: str, text: str) -> None: ...
+    def cell_result(self, result: ExecResult) -> None: ...
+    def notice(self, text: str, level: str = "info") -> None: ...
+
+
+class NullDisplay:
+    """Shows nothing; records notices (for tests and headless use)."""
+
+    def __init__(self) -> None:
+        self.notices: list[str] = []
+        self.text: list[str] = []
+
+    def answer_start(self) -> None:
+        pass
+
+    def answer_text(self, delta: str) -> None:
+        self.text.append(delta)
+
+    def answer_end(self, completion: Completion) -> None:
+        pass
+
+    def tool_code(self, code: str) -> None:
+        pass
+
+    def cell_output(self, stream: str, text: str) -> None:
+        pass
+
+    def cell_result(self, result: ExecResult) -> None:
+        pass
+
+    def notice(self, text: str, level: str = "info") -> None:
+        self.notices.append(text)

@@ -1,0 +1,252 @@
+"""/save and /export: Markdown transcript, runnable .py, valid .ipynb, written 0600."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from test_sessions import FIX_EDITED, build_session, cell, exchange, msg, write_journal
+
+from llmrepl.errors import LLMReplError
+from llmrepl.export import export_ipynb, export_py, transcript_markdown, write_export
+from llmrepl.sessions import load_session
+
+
+@pytest.fixture(scope="module")
+def stored_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_session(tmp_path_factory.mktemp("export") / "state")
+
+
+@pytest.fixture
+def stored(stored_path: Path):
+    return load_session(stored_path)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def run_script(path: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["MPLBACKEND"] = "Agg"
+    return subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                          cwd=path.parent, env=env, timeout=120)
+
+
+# -- Markdown transcript ----------------------------------------------------------------
+
+
+def test_transcript_has_messages_answers_cells_and_outputs(stored):
+    md = transcript_markdown(stored)
+    assert md.startswith(f"# llmrepl session {stored.info.id}\n")
+    assert "- model: gpt-test" in md
+    assert f"- started: {stored.info.started.strftime('%Y-%m-%d %H:%M')}" in md
+    for text in ("load the numbers", "sort and plot them", "divide the total", "something broken"):
+        assert f"## You\n\n{text}" in md
+    # the model's answers as they were, fences included
+    assert "Let me load them.\n\n```python\ndata = [3, 1, 2]" in md
+    assert "That failed; take the mean instead:" in md
+    # each cell: code, output, value, error
+    assert "### Cell 1\n\n```python\ndata = [3, 1, 2]\nprint('loaded', len(data))\n```" in md
+    assert "Output:\n\n```text\nloaded 3\n```" in md
+    assert "Value:\n\n```text\n6\n```" in md
+    assert "### Cell 3 · failed with ZeroDivisionError" in md
+    assert "ZeroDivisionError: division by zero" in md
+    assert "### Cell 4 · edited by you" in md and FIX_EDITED in md
+    assert "## You ran /py\n\n### Cell 5" in md
+    assert "### Cell 7 · failed with SyntaxError" in md
+    # the tool call's code is shown
+    assert "`run_python` call:\n\n```python\nimport matplotlib.pyplot as plt" in md
+
+
+def test_transcript_notes_declines_and_leaves_out_internal_feedback(stored):
+    md = transcript_markdown(stored)
+    assert "_Cell not run (the user declined)._" in md
+    assert "[llmrepl]" not in md and "llmrepl ran cell" not in md and "Code that ran:" not in md
+    # the undone exchange is gone, but its cell (whose variables were kept) is marked
+    assert "take a wrong turn" not in md
+    assert "### Cell 6 · its exchange was undone, its variables kept" in md
+    assert "_Not shown: 1 undone exchange;" in md
+
+
+def test_transcript_links_figures_relative_to_its_folder(stored, stored_path):
+    figure = Path(stored.figures[0])
+    root = stored_path.parents[2]  # the folder that holds state/
+    md = transcript_markdown(stored, base=root)
+    rel = figure.relative_to(root).as_posix()
+    assert f"![{figure.name}]({rel})" in md
+    # a transcript saved elsewhere links the figure by its full path
+    elsewhere = transcript_markdown(stored, base=root / "somewhere" / "else")
+    assert f"![{figure.name}]({figure.as_posix()})" in elsewhere
+    assert f"![{figure.name}]({figure.as_posix()})" in transcript_markdown(stored)
+
+
+def test_transcript_fences_survive_backticks_in_output(tmp_path):
+    code = "print('```')"
+    path = write_journal(tmp_path / "s.jsonl", [
+        ("session_start", {"id": "s", "model": "m"}),
+        *exchange("show fences", 1, code, "```\n"),
+    ])
+    md = transcript_markdown(load_session(path))
+    assert "Output:\n\n````text\n```\n````" in md
+
+
+def test_transcript_of_a_crashed_session(tmp_path):
+    path = write_journal(tmp_path / "s.jsonl", [
+        *exchange("start", 1, "a = 1", ""),
+        ("user", {"text": "spin"}), msg("user", "spin", True), msg("assistant", "```python\nwhile True: pass\n```"),
+        ("cell_start", {"cell": 2, "code": "while True: pass"}),
+    ])
+    md = transcript_markdown(load_session(path))
+    assert "### Cell 2 · did not finish (the session ended while it ran)" in md
+
+
+# -- .py ---------------------------------------------------------------------------------
+
+
+def test_py_has_the_executed_cells_in_order(stored):
+    py = export_py(stored)
+    assert py.startswith(f"# Cells run in llmrepl session {stored.info.id}\n")
+    assert "del data" not in py                              # declined: left out
+    assert "# cell 4 (edited by you)\n" + FIX_EDITED in py   # edited: as it ran
+    assert 'print(f"mean {mean}")' not in py                  # not as proposed
+    assert "# cell 5 (/py)\nprint('direct', total)" in py
+    assert "# cell 7: failed with SyntaxError and never ran; left out:\n# print('unclosed'" in py
+    order = [py.index(f"# cell {n}") for n in range(1, 8)]
+    assert order == sorted(order)
+    assert "sum(data)\n# -> 6" in py                          # the trailing expression kept as run
+    compile(py, "export.py", "exec")
+
+
+def test_exported_py_reruns_with_the_same_output(stored, tmp_path):
+    target = tmp_path / "analysis.py"
+    assert write_export(stored, target) == f"wrote 7 cells to {target}"
+    done = run_script(target)
+    assert done.returncode == 0, done.stderr
+    expected = "".join(
+        "".join(line for line in c.stdout.splitlines(True) if not line.startswith("[figure saved:"))
+        for c in stored.cells if c.error_type != "SyntaxError"
+    )
+    assert done.stdout == expected
+    assert "line one\n  line two\n" in done.stdout  # a multi-line string inside try kept its text
+    assert "ZeroDivisionError: division by zero" in done.stderr  # the failing cell reports, then goes on
+
+
+def test_py_leaves_out_cells_that_never_finished(tmp_path):
+    path = write_journal(tmp_path / "s.jsonl", [
+        *exchange("a", 1, "from __future__ import annotations\nx: undefined_name = 1\nprint('x', x)", "x 1\n"),
+        ("user", {"text": "b"}), msg("user", "b", True), msg("assistant", "..."),
+        *cell(2, "import time\nwhile True: time.sleep(1)", "", interrupted=True,
+              error="KeyboardInterrupt\n", error_type="KeyboardInterrupt"),
+        *cell(3, "import sys\nprint('bye')\nsys.exit(3)", "bye\n", error="SystemExit: 3\n",
+              error_type="SystemExit"),
+        *cell(4, "print('after', x)", "after 1\n"),
+        ("cell_start", {"cell": 5, "code": "while True: pass"}),
+    ])
+    py = export_py(load_session(path))
+    assert "# cell 2: was interrupted (Ctrl-C) when it ran; left out, since it may not finish:" in py
+    assert "# cell 5: did not finish (the session ended while it ran); left out:\n# while True: pass" in py
+    assert py.count("from __future__ import annotations") == 1
+    assert py.index("from __future__") < py.index("# cell 1")
+    target = tmp_path / "s.py"
+    target.write_text(py)
+    done = run_script(target)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "x 1\nbye\nafter 1\n"
+
+
+# -- .ipynb ------------------------------------------------------------------------------
+
+
+def test_ipynb_is_valid_and_holds_outputs_and_figures(stored):
+    nb = nbformat.reads(export_ipynb(stored), as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == [1, 2, 3, 4, 5, 6, 7]
+    assert "del data" not in [c.source for c in code]
+    assert code[3].source == FIX_EDITED and code[3].metadata["llmrepl"]["edited"] is True
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    for text in ("load the numbers", "sort and plot them", "divide the total", "something broken"):
+        assert f"**You:** {text}" in markdown
+    assert "Not run (the user declined)" in markdown and "del data" in markdown
+    assert "[llmrepl]" not in markdown
+    # stream, figure, value
+    plot = code[1]
+    kinds = [o.output_type for o in plot.outputs]
+    assert kinds == ["stream", "display_data", "execute_result"]
+    assert plot.outputs[0].name == "stdout" and "[1, 2, 3]" in plot.outputs[0].text
+    png = base64.b64decode(plot.outputs[1].data["image/png"])
+    assert png == Path(stored.figures[0]).read_bytes() and png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert plot.outputs[2].data["text/plain"] == "6" and plot.outputs[2].execution_count == 2
+    # the failing cell: what it printed, then the error
+    err = code[2].outputs[-1]
+    assert err.output_type == "error" and err.ename == "ZeroDivisionError"
+    assert err.evalue == "division by zero" and err.traceback[-1] == "ZeroDivisionError: division by zero"
+    assert code[6].outputs[0].ename == "SyntaxError"
+
+
+def test_ipynb_without_the_figure_file_is_still_valid(tmp_path):
+    path = write_journal(tmp_path / "s.jsonl", [
+        *exchange("plot", 1, "plt.show()", "[figure saved: /nowhere/figure-001.png]\n"),
+    ])
+    stored = load_session(path)
+    stored.cells[0].figures = ["/nowhere/figure-001.png"]
+    nb = nbformat.reads(export_ipynb(stored), as_version=4)
+    nbformat.validate(nb)
+    outputs = [o.output_type for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert outputs == ["stream"]
+
+
+def test_ipynb_keeps_the_models_prose_without_its_code(stored):
+    nb = nbformat.reads(export_ipynb(stored), as_version=4)
+    prose = [c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("**Model:**")]
+    assert "**Model:** Let me load them." in prose
+    assert "**Model:** That failed; take the mean instead:" in prose
+    assert not any("```python" in p for p in prose)
+
+
+# -- writing -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["t.md", "c.py", "n.ipynb", "UPPER.IPYNB"])
+def test_write_export_is_private_and_atomic(stored, tmp_path, name):
+    target = tmp_path / name
+    target.write_text("old")
+    target.chmod(0o644)
+    message = write_export(stored, target)
+    assert message.startswith("wrote ") and message.endswith(f" to {target}")
+    assert mode(target) == 0o600 and target.read_text() != "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temp file left behind
+
+
+def test_write_export_messages(stored, tmp_path):
+    assert write_export(stored, tmp_path / "t.md") == (
+        f"wrote the transcript ({len(stored.messages)} messages, 7 cells) to {tmp_path / 't.md'}")
+    assert write_export(stored, tmp_path / "n.ipynb") == f"wrote 7 cells to {tmp_path / 'n.ipynb'}"
+
+
+def test_write_export_refuses_unknown_formats(stored, tmp_path):
+    with pytest.raises(LLMReplError, match=r"^unknown export format '\.txt': use \.py, \.ipynb or \.md$"):
+        write_export(stored, tmp_path / "x.txt")
+    with pytest.raises(LLMReplError, match="has no suffix"):
+        write_export(stored, tmp_path / "noext")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_export_reports_an_unwritable_folder(stored, tmp_path):
+    with pytest.raises(LLMReplError, match="cannot write .*missing"):
+        write_export(stored, tmp_path / "missing" / "x.py")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        if os.geteuid() != 0:
+            with pytest.raises(LLMReplError, match="cannot write"):
+                write_export(stored, locked / "x.py")
+    finally:
+        locked.chmod(0o700)

@@ -1,0 +1,363 @@
+"""Stored sessions: listing, finding by prefix, and replaying a journal into its conversation."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from llmrepl.errors import LLMReplError
+from llmrepl.executor import Executor
+from llmrepl.journal import Journal
+from llmrepl.model import Completion, ScriptedModel, ToolCall
+from llmrepl.session import NullDisplay, ScriptedReviewer, Session
+from llmrepl.sessions import (
+    find_session,
+    list_sessions,
+    load_session,
+    render_session_list,
+    sessions_dir,
+)
+
+FAIL_CODE = 'note = """line one\n  line two"""\nprint(note)\ntotal = sum(data)\nprint("total", total)\ntotal / 0'
+FIX_CODE = 'mean = total / len(data)\nprint(f"mean {mean}")'
+FIX_EDITED = 'mean = total / len(data)\nprint(f"mean {mean:.1f}")'
+PLOT_CODE = (
+    "import matplotlib.pyplot as plt\n"
+    "print(sorted(data))\n"
+    "plt.plot(data)\n"
+    "plt.show()\n"
+    "sum(data)"
+)
+
+
+def tool_answer(code: str, call_id: str = "call_1") -> Completion:
+    return Completion(
+        text="Plotting it.",
+        tool_calls=[ToolCall(call_id, "run_python", json.dumps({"code": code}))],
+        finish_reason="tool_calls",
+    )
+
+
+def build_session(state: Path, sid: str = "20260102-100000-1", *, undo_cells: bool = True) -> Path:
+    """Drive the real engine (scripted model, real executor and journal) through a session
+    with a fenced cell, a tool-call cell with a figure, a failing cell, an edited cell, a
+    declined cell, a /py cell, an undone exchange and a SyntaxError; returns the journal."""
+    path = sessions_dir(state) / f"{sid}.jsonl"
+    journal = Journal(path)
+    journal.append("session_start", id=sid, version="0.1.0", model="gpt-test", base_url=None,
+                   cwd=str(state), pid=os.getpid(), mode="interactive")
+    model = ScriptedModel([
+        "Let me load them.\n\n```python\ndata = [3, 1, 2]\nprint('loaded', len(data))\n```",
+        "Loaded 3 numbers.",
+        tool_answer(PLOT_CODE),
+        "Here is the plot.",
+        f"```python\n{FAIL_CODE}\n```",
+        f"That failed; take the mean instead:\n\n```python\n{FIX_CODE}\n```",
+        "The mean is 2.",
+        "```python\ndel data\n```",
+        "```python\nwrong = 1\nprint('wrong turn')\n```",
+        "Oops.",
+        "```python\nprint('unclosed'\n```",
+        "Sorry, that was broken.",
+    ], model="gpt-test")
+    executor = Executor(figure_dir=sessions_dir(state) / sid)
+    session = Session(model, executor, display=NullDisplay(), journal=journal)
+    session.step("load the numbers", ScriptedReviewer(["run"]))
+    session.step("sort and plot them", ScriptedReviewer(["run"]))
+    session.step("divide the total", ScriptedReviewer(["run", ("edit", FIX_EDITED)]))
+    session.step("delete everything", ScriptedReviewer(["decline"]))
+    session.run_direct("print('direct', total)")
+    if undo_cells:
+        session.step("take a wrong turn", ScriptedReviewer(["run"]))
+        session.undo()
+    session.step("something broken", ScriptedReviewer(["run"]))
+    journal.append("session_end")
+    journal.close()
+    assert model.pending == 0
+    return path
+
+
+def write_journal(path: Path, records: list[tuple[str, dict]]) -> Path:
+    journal = Journal(path, fsync=False)
+    for event, fields in records:
+        journal.append(event, **fields)
+    journal.close()
+    return path
+
+
+def msg(role: str, content: str, start: bool = False) -> tuple[str, dict]:
+    return ("message", {"message": {"role": role, "content": content}, "exchange_start": start})
+
+
+def cell(n: int, code: str, out: str = "", **extra: object) -> list[tuple[str, dict]]:
+    end = {"cell": n, "output": out, "stdout": out, "stderr": "", "value": None, "error": None,
+           "error_type": None, "duration": 0.01, "interrupted": False, "timed_out": False,
+           "figures": [], "output_chars": len(out)}
+    end.update(extra)
+    return [("decision", {"cell": n, "action": "run", "edited": False, "code": code, "reason": ""}),
+            ("cell_start", {"cell": n, "code": code}), ("cell_end", end)]
+
+
+def exchange(text: str, n: int, code: str, out: str) -> list[tuple[str, dict]]:
+    return [("user", {"text": text}), msg("user", text, True),
+            msg("assistant", f"```python\n{code}\n```"), *cell(n, code, out),
+            msg("user", f"[llmrepl] llmrepl ran cell {n} (succeeded, 0.01 s).")]
+
+
+# -- replaying a real session ------------------------------------------------------------
+
+
+def test_replay_rebuilds_the_conversation_the_engine_had(tmp_path):
+    state = tmp_path / "state"
+    path = build_session(state)
+    stored = load_session(path)
+    assert stored.bad_lines == 0 and stored.model == "gpt-test" and stored.cwd == str(state)
+    roles = [m["role"] for m in stored.messages]
+    assert roles[:3] == ["user", "assistant", "user"]
+    # the tool-call exchange is rebuilt with its call and the tool reply
+    calls = [m for m in stored.messages if m.get("tool_calls")]
+    assert calls and calls[0]["tool_calls"][0]["function"]["name"] == "run_python"
+    assert any(m["role"] == "tool" and m["tool_call_id"] == "call_1" for m in stored.messages)
+    # the undone exchange is gone from the conversation
+    assert not any("wrong turn" in str(m.get("content")) for m in stored.messages)
+    texts = [m["content"] for m in stored.messages if m["role"] == "user" and not m["content"].startswith("[llmrepl]")]
+    assert texts == ["load the numbers", "sort and plot them", "divide the total", "delete everything",
+                     "something broken"]
+    # exchanges: one per message and one for /py
+    assert len(stored.exchanges) == 6
+    assert all(stored.messages[i]["role"] == "user" for i in stored.exchanges)
+
+
+def test_replay_matches_the_live_session_messages(tmp_path):
+    """What load_session rebuilds is exactly what the engine held in memory."""
+    state = tmp_path / "state"
+    path = sessions_dir(state) / "x.jsonl"
+    journal = Journal(path)
+    model = ScriptedModel(["```python\nx = 1\nx\n```", "one", tool_answer("print(2)"), "two", "three"])
+    session = Session(model, Executor(), display=NullDisplay(), journal=journal)
+    session.step("a", ScriptedReviewer(["run"]))
+    session.step("b", ScriptedReviewer(["run"]))
+    session.undo()
+    session.step("c", ScriptedReviewer([]))
+    journal.close()
+    stored = load_session(path)
+    assert stored.messages == session.messages
+    assert stored.exchanges == session.exchanges
+
+
+def test_cells_carry_how_they_ran(tmp_path):
+    stored = load_session(build_session(tmp_path / "state"))
+    cells = {c.cell: c for c in stored.cells}
+    # 1 load, 2 plot, 3 failing, 4 edited, 5 /py, 6 wrong turn (undone, variables kept), 7 SyntaxError
+    assert sorted(cells) == [1, 2, 3, 4, 5, 6, 7]
+    assert cells[1].output == "loaded 3\n" and cells[1].source == "model" and not cells[1].edited
+    assert cells[2].value == "6" and len(cells[2].figures) == 1 and Path(cells[2].figures[0]).is_file()
+    assert cells[3].error_type == "ZeroDivisionError" and "total 6" in cells[3].output
+    assert cells[4].edited and cells[4].code == FIX_EDITED and cells[4].output == "mean 2.0\n"
+    assert cells[5].source == "py" and cells[5].output == "direct 6\n"
+    assert cells[7].error_type == "SyntaxError"
+    assert all(c.completed for c in stored.cells)
+    assert stored.figures == cells[2].figures
+    assert "del data" not in [c.code for c in stored.cells]
+
+
+def test_timeline_marks_declined_and_kept_cells(tmp_path):
+    stored = load_session(build_session(tmp_path / "state"))
+    kinds = [e.kind for e in stored.timeline]
+    assert kinds.count("user") == 5 and kinds.count("declined") == 1
+    declined = next(e for e in stored.timeline if e.kind == "declined")
+    assert declined.text == "del data"
+    kept = [e.cell.cell for e in stored.timeline if e.kind == "cell" and e.kept]
+    assert kept == [6]
+    # llmrepl's feedback messages duplicate the cells, so they are not in the timeline
+    assert not any(e.kind == "note" for e in stored.timeline)
+
+
+def test_rewound_undo_drops_the_cells_of_that_exchange(tmp_path):
+    path = write_journal(tmp_path / "s.jsonl", [
+        ("session_start", {"id": "s", "model": "m", "cwd": "/w"}),
+        *exchange("one", 1, "a = 1", ""),
+        *exchange("two", 2, "b = 2", ""),
+        ("undo", {"removed": 3}),                      # variables kept: cell 2 stays
+        *exchange("three", 3, "c = 3", ""),
+        ("undo", {"removed": 3, "rewound": True}),     # rewound: cell 3 goes
+    ])
+    stored = load_session(path)
+    assert [c.cell for c in stored.cells] == [1, 2]
+    assert [m["content"] for m in stored.messages][0] == "one" and len(stored.messages) == 3
+    assert stored.exchanges == [0] and stored.undone == 2
+    # a rewind to before an exchange also drops cells kept from an exchange undone after it began
+    path = write_journal(tmp_path / "t.jsonl", [
+        *exchange("one", 1, "a = 1", ""),
+        *exchange("two", 2, "b = 2", ""),
+        ("undo", {"removed": 3}),
+        ("undo", {"removed": 3, "rewound": True}),
+    ])
+    assert load_session(path).cells == []
+
+
+def test_reset_clears_conversation_and_cells(tmp_path):
+    path = write_journal(tmp_path / "s.jsonl", [
+        *exchange("one", 1, "a = 1", ""),
+        ("reset", {}),
+        *exchange("two", 2, "b = 2", "x\n"),
+    ])
+    stored = load_session(path)
+    assert [c.cell for c in stored.cells] == [2]
+    assert stored.messages[0]["content"] == "two" and stored.exchanges == [0] and stored.resets == 1
+
+
+def test_torn_last_line_is_skipped_and_counted(tmp_path):
+    path = build_session(tmp_path / "state")
+    with open(path, "ab") as f:
+        f.write(b'{"t":1.0,"event":"cell_end","cell":9,"output":"half')
+    stored = load_session(path)
+    assert stored.bad_lines == 1 and stored.info.bad_lines == 1
+    assert len(stored.cells) == 7
+    [info] = list_sessions(tmp_path / "state")
+    assert info.cells == 7 and info.bad_lines == 1
+
+
+def test_garbled_line_in_the_middle_is_skipped(tmp_path):
+    path = write_journal(tmp_path / "s.jsonl", exchange("one", 1, "a = 1", ""))
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines.insert(2, b'{"t":1.0,"event":"message","mess\n')
+    lines.insert(3, b"\xff\xfe not json\n")
+    path.write_bytes(b"".join(lines))
+    stored = load_session(path)
+    assert stored.bad_lines == 2 and len(stored.messages) == 3 and len(stored.cells) == 1
+
+
+def test_crashed_session_names_the_cell_it_died_in(tmp_path):
+    state = tmp_path / "state"
+    path = write_journal(sessions_dir(state) / "20260103-090000-7.jsonl", [
+        ("session_start", {"id": "20260103-090000-7", "model": "m", "cwd": "/w"}),
+        *exchange("load", 1, "a = 1", ""),
+        ("user", {"text": "loop forever"}), msg("user", "loop forever", True),
+        msg("assistant", "```python\nwhile True: pass\n```"),
+        ("decision", {"cell": 2, "action": "run", "edited": False, "code": "while True: pass", "reason": ""}),
+        ("cell_start", {"cell": 2, "code": "while True: pass"}),
+    ])
+    [info] = list_sessions(state)
+    assert info.crashed_in_cell == 2 and not info.ended and info.cells == 1
+    stored = load_session(path)
+    assert [(c.cell, c.completed) for c in stored.cells] == [(1, True), (2, False)]
+    assert "[crashed in cell 2]" in render_session_list([info])
+
+
+# -- listing and finding --------------------------------------------------------------------
+
+
+def make_state(tmp_path: Path) -> Path:
+    state = tmp_path / "state"
+    folder = sessions_dir(state)
+    for i, (sid, text) in enumerate([
+        ("20260101-100000-11", "first day " + "x" * 100),
+        ("20260102-100000-22", "second day"),
+        ("20260102-110000-33", None),          # started, never sent a message
+    ]):
+        records = [("session_start", {"id": sid, "model": "m", "cwd": "/w"})]
+        if text:
+            records += exchange(text, 1, "a = 1", "")
+        records.append(("session_end", {}))
+        write_journal(folder / f"{sid}.jsonl", records)
+        t = 1_767_261_600 + i * 86_400  # keep start times apart and ordered
+        lines = (folder / f"{sid}.jsonl").read_text().splitlines()
+        first = json.loads(lines[0])
+        first["t"] = t
+        lines[0] = json.dumps(first, separators=(",", ":"))
+        (folder / f"{sid}.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "notes.txt").write_text("not a journal")
+    (folder / "20260102-100000-22").mkdir()       # a figure folder next to the journal
+    (folder / "empty.jsonl").write_text("")
+    return state
+
+
+def test_list_sessions_newest_first_with_summary(tmp_path):
+    state = make_state(tmp_path)
+    infos = list_sessions(state)
+    assert [i.id for i in infos] == ["20260102-110000-33", "20260102-100000-22", "20260101-100000-11"]
+    second = infos[1]
+    assert second.first_message == "second day" and second.cells == 1 and second.ended
+    assert second.crashed_in_cell is None and second.messages == 3
+    assert second.started is not None and second.started.tzinfo is not None
+    text = render_session_list(infos)
+    assert "20260102-100000-22" in text and "second day" in text
+    assert second.started.strftime("%Y-%m-%d %H:%M") in text
+    long_line = next(line for line in text.splitlines() if "first day" in line)
+    assert "…" in long_line and "x" * 70 not in long_line
+    assert "(no messages)" in text
+    assert "2 older sessions not shown" in render_session_list(infos, limit=1)
+    assert render_session_list([]) == "no stored sessions yet"
+
+
+def test_unreadable_file_is_skipped(tmp_path):
+    state = make_state(tmp_path)
+    bad = sessions_dir(state) / "20260104-100000-44.jsonl"
+    bad.write_text('{"t":1,"event":"session_start"}\n')
+    bad.chmod(0)
+    try:
+        ids = [i.id for i in list_sessions(state)]
+    finally:
+        bad.chmod(0o600)
+    if os.geteuid() != 0:
+        assert "20260104-100000-44" not in ids
+    assert "20260102-100000-22" in ids
+
+
+def test_list_sessions_without_folder(tmp_path):
+    assert list_sessions(tmp_path / "nothing") == []
+
+
+def test_find_session_default_is_newest_with_messages(tmp_path):
+    state = make_state(tmp_path)
+    assert find_session(state).id == "20260102-100000-22"
+    assert find_session(state, "").id == "20260102-100000-22"
+
+
+def test_find_session_exact_and_prefix(tmp_path):
+    state = make_state(tmp_path)
+    assert find_session(state, "20260101").id == "20260101-100000-11"
+    assert find_session(state, "20260102-100000-22").id == "20260102-100000-22"
+    assert find_session(state, "20260102-10").id == "20260102-100000-22"
+
+
+def test_find_session_ambiguous_and_missing(tmp_path):
+    state = make_state(tmp_path)
+    with pytest.raises(LLMReplError, match=r"'2026' matches 3 sessions: 20260102-110000-33, "):
+        find_session(state, "2026")
+    with pytest.raises(LLMReplError, match=r"no stored session matches 'abc'; /sessions lists them"):
+        find_session(state, "abc")
+    with pytest.raises(LLMReplError, match="no stored session"):
+        find_session(tmp_path / "empty-state")
+
+
+def test_listing_hundreds_of_sessions(tmp_path):
+    """Every journal is read once, and big cell outputs are not parsed."""
+    state = tmp_path / "state"
+    folder = sessions_dir(state)
+    big = "y" * 50_000
+    for i in range(300):
+        write_journal(folder / f"20260101-{i:06d}-1.jsonl", [
+            ("session_start", {"id": str(i), "model": "m"}), *exchange(f"msg {i}", 1, "print('y')", big),
+        ])
+    infos = list_sessions(state)
+    assert len(infos) == 300 and all(i.cells == 1 and i.messages == 3 for i in infos)
+
+
+def test_declined_tool_call_and_other_notes(tmp_path):
+    path = sessions_dir(tmp_path / "state") / "d.jsonl"
+    journal = Journal(path)
+    model = ScriptedModel([tool_answer("import os\nos.remove('x')")])
+    session = Session(model, Executor(), display=NullDisplay(), journal=journal)
+    session.step("remove x", ScriptedReviewer(["decline"]))
+    session._add({"role": "user", "content": "[llmrepl] The session was resumed.\nMore detail."})
+    journal.close()
+    stored = load_session(path)
+    assert stored.messages == session.messages and stored.cells == []
+    kinds = [(e.kind, e.text) for e in stored.timeline if e.kind != "assistant"]
+    assert kinds == [("user", "remove x"), ("declined", "import os\nos.remove('x')"),
+                     ("note", "The session was resumed.\nMore detail.")]
