@@ -1,0 +1,185 @@
+"""Shared helpers for the benchmark scripts (stdlib + pexpect only; not part of the package).
+
+Protocol between the scripts and ``run_all.py``
+-----------------------------------------------
+* Every script is runnable alone, prints its figures, and accepts ``--quick`` (a tiny run
+  that only proves the script works).
+* Exit status: 0 = every target met (or ``--quick``: ran without crashing, whatever the
+  figures), 3 = a target was missed (full runs only), anything else = the script broke.
+* When the environment variable ``BENCH_JSON`` names a file, the script also writes its
+  table rows there as a JSON list of objects with the keys of :func:`row`. Scripts that do
+  not know the variable (or crash) simply leave no rows; ``run_all.py`` then shows a row
+  built from the exit status and the last output line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+LLMREPL = str(BIN / "llmrepl")
+IPYTHON = str(BIN / "ipython")
+EXIT_MISSED = 3
+PYCACHE = os.path.join(tempfile.gettempdir(), "llmrepl-bench-pycache")
+
+# Any escape sequence a terminal application may put between the characters of its prompt.
+ESC = r"(?:\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_])*"
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def quick_flag(argv: list[str] | None = None) -> bool:
+    argv = sys.argv[1:] if argv is None else argv
+    unknown = [a for a in argv if a != "--quick"]
+    if unknown:
+        sys.exit(f"usage: {Path(sys.argv[0]).name} [--quick]   (unknown: {' '.join(unknown)})")
+    return "--quick" in argv
+
+
+def med(values: list[float]) -> tuple[float, float, float]:
+    """(median, min, max)."""
+    return statistics.median(values), min(values), max(values)
+
+
+def fmt_ms(s: float) -> str:
+    return f"{s * 1000:.1f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def fmt_mmm(values: list[float], scale: float = 1000.0, unit: str = "ms", digits: int = 1) -> str:
+    m, lo, hi = med(values)
+    return f"{m * scale:.{digits}f} {unit} ({lo * scale:.{digits}f}–{hi * scale:.{digits}f})"
+
+
+def row(what: str, *, median: str, minmax: str = "", ref: str = "", target: str = "",
+        ok: bool | None = None, note: str = "") -> dict[str, Any]:
+    """One line of run_all's table. ``ok`` None = informational (no target)."""
+    return {"what": what, "median": median, "minmax": minmax, "ref": ref, "target": target,
+            "ok": ok, "note": note}
+
+
+def finish(rows: list[dict[str, Any]], quick: bool) -> int:
+    """Print the verdicts, write rows for run_all, return the exit status."""
+    path = os.environ.get("BENCH_JSON")
+    if path:
+        Path(path).write_text(json.dumps(rows, indent=1))
+    missed = [r for r in rows if r["ok"] is False]
+    print()
+    for r in rows:
+        verdict = {True: "PASS", False: "MISSED", None: "info"}[r["ok"]]
+        print(f"  [{verdict}] {r['what']}: {r['median']}"
+              + (f" ({r['minmax']})" if r["minmax"] else "")
+              + (f"; reference {r['ref']}" if r["ref"] else "")
+              + (f"; target {r['target']}" if r["target"] else "")
+              + (f" — {r['note']}" if r["note"] else ""))
+    if missed:
+        if quick:
+            print(f"--quick: {len(missed)} target(s) missed in this tiny run; not failing (only a crash fails)")
+            return 0
+        print(f"{len(missed)} target(s) missed")
+        return EXIT_MISSED
+    return 0
+
+
+def closed_port() -> int:
+    """A local TCP port where nothing listens (connections are refused at once)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+def pty_env(home: str, **extra: str) -> dict[str, str]:
+    """Environment for an interactive child: real-ish terminal, private state, no network."""
+    env = dict(os.environ)
+    for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLMREPL_MODEL", "LLMREPL_CONFIG", "NO_COLOR",
+              "PYTHONSTARTUP", "PYTHONPROFILEIMPORTTIME", "PYTHONDONTWRITEBYTECODE"):
+        env.pop(k, None)
+    # Byte-code as a real install has it: this machine sets PYTHONDONTWRITEBYTECODE=1, so an
+    # editable checkout would recompile every llmrepl module on every start. A private cache
+    # prefix keeps the .pyc files out of the repository (warm after the first run).
+    env["PYTHONPYCACHEPREFIX"] = PYCACHE
+    dead = "http://127.0.0.1:9"
+    for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        env[k] = dead
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env.update(
+        TERM="xterm",
+        PROMPT_TOOLKIT_NO_CPR="1",
+        HOME=home,
+        LLMREPL_HOME=str(Path(home) / "llmrepl"),
+        XDG_CONFIG_HOME=str(Path(home) / ".config"),
+        XDG_DATA_HOME=str(Path(home) / ".local" / "share"),
+        IPYTHONDIR=str(Path(home) / ".ipython"),
+        COLUMNS="120",
+        LINES="40",
+    )
+    env.update(extra)
+    return env
+
+
+def proc_status(pid: int | str = "self") -> dict[str, int]:
+    """VmRSS / VmHWM / ... of a process, in bytes."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Vm"):
+                key, _, value = line.partition(":")
+                parts = value.split()
+                if len(parts) == 2 and parts[1] == "kB":
+                    out[key] = int(parts[0]) * 1024
+    return out
+
+
+def have_ipython() -> bool:
+    return os.path.exists(IPYTHON)
+
+
+def header(title: str, quick: bool) -> None:
+    print(f"== {title}{'  (--quick: a tiny run that only proves the script works)' if quick else ''}")
+    try:
+        load = os.getloadavg()
+        print(f"   python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f}")
+    except OSError:
+        pass
+
+
+def spawn_until(argv: list[str], pattern: bytes, env: dict[str, str], *, timeout: float = 30,
+                cwd: str | None = None) -> tuple[Any, float]:
+    """Start ``argv`` in a fresh pty (120x40) and wait until ``pattern`` (a regex) is on the
+    output. Returns (child, seconds from just before the fork to the match)."""
+    import time
+
+    import pexpect
+
+    t0 = time.perf_counter()
+    child = pexpect.spawn(argv[0], argv[1:], env=env, dimensions=(40, 120), timeout=timeout, cwd=cwd)
+    child.expect(pattern)
+    return child, time.perf_counter() - t0
+
+
+def end_child(child: Any, keys: bytes = b"\x04", timeout: float = 5) -> None:
+    """Leave politely (Ctrl-D by default), then make sure the child is gone."""
+    import pexpect
+
+    try:
+        child.send(keys)
+        child.expect(pexpect.EOF, timeout=timeout)
+    except (pexpect.TIMEOUT, pexpect.EOF, OSError):
+        pass
+    try:
+        child.close(force=True)
+    except Exception:
+        child.terminate(force=True)

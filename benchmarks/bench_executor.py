@@ -1,0 +1,125 @@
+"""Executor overhead for a trivial cell (``x = 1``), against bare exec + redirect_stdout.
+
+In one process: R rounds, each runs K cells through ``Executor.run`` (the real one, on the
+main thread, no time limit, a sink that discards) and K cells through the bare floor
+``buf = io.StringIO(); with redirect_stdout(buf): exec(compile(src, '<cell>', 'exec'), ns)``;
+the order of the two alternates every round, one warm-up round first. Per-cell time =
+round time / K; the ratio is taken round by round. Targets: median <= 20 µs per cell and
+<= 3x the bare floor. A cProfile of the Executor path is printed for the record.
+
+    python benchmarks/bench_executor.py [--quick]
+"""
+
+from __future__ import annotations
+
+import cProfile
+import gc
+import io
+import pstats
+import sys
+import time
+from contextlib import redirect_stdout
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+from llmrepl.executor import Executor  # noqa: E402
+
+TARGET_US = 20.0
+TARGET_RATIO = 3.0
+SRC = "x = 1"
+
+
+class Discard:
+    def write(self, stream: str, text: str) -> None:
+        pass
+
+
+def run_executor(ex: Executor, k: int) -> float:
+    run = ex.run
+    t0 = time.perf_counter()
+    for _ in range(k):
+        run(SRC)
+    return time.perf_counter() - t0
+
+
+def run_bare(ns: dict, k: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(k):
+        buf = io.StringIO()
+        with redirect_stdout(buf):
+            exec(compile(SRC, "<cell>", "exec"), ns)
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    quick = C.quick_flag()
+    C.header("executor overhead, trivial cell", quick)
+    rounds, k = (2, 200) if quick else (10, 1000)
+    ex = Executor(sink=Discard())
+    r0 = ex.run(SRC)
+    assert r0.ok and ex.namespace["x"] == 1, r0
+    ns: dict = {}
+    exe: list[float] = []
+    bare: list[float] = []
+    gc.collect()
+    for rnd in range(rounds + 1):
+        if rnd % 2:
+            e, b = run_executor(ex, k), run_bare(ns, k)
+        else:
+            b, e = run_bare(ns, k), run_executor(ex, k)
+        if rnd:
+            exe.append(e / k)
+            bare.append(b / k)
+    ratios = [a / b for a, b in zip(exe, bare, strict=True)]
+    print(f"   {rounds} rounds × {k:,} cells each ({rounds * k:,} per method), interleaved")
+    print(f"   Executor.run          {C.fmt_mmm(exe, 1e6, 'µs', 2)}")
+    print(f"   exec + redirect_stdout {C.fmt_mmm(bare, 1e6, 'µs', 2)}")
+    print(f"   ratio (per round)     {C.med(ratios)[0]:.2f}× ({min(ratios):.2f}–{max(ratios):.2f})")
+
+    # Where the time goes: the compile step alone, both ways, same process.
+
+    def per_call(fn, n: int) -> float:
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            best = min(best, (time.perf_counter() - t0) / n)
+        return best
+
+    n = 500 if quick else 5000
+    c_src = per_call(lambda: compile(SRC, "<c>", "exec"), n)
+    c_ast = per_call(lambda: ex._compile(SRC, "<c>"), n)
+    print(f"   compile(source) alone {c_src * 1e6:.2f} µs · Executor._compile (ast.parse + compile(tree)"
+          f" [+ eval part]) {c_ast * 1e6:.2f} µs  (best of 3)")
+    compile_note = f"_compile {c_ast * 1e6:.1f} µs of it vs compile(src) {c_src * 1e6:.1f} µs"
+
+    prof = cProfile.Profile()
+    prof.enable()
+    run_executor(ex, 200 if quick else 2000)
+    prof.disable()
+    s = io.StringIO()
+    pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(8)
+    print("   cProfile of Executor.run (top self time):")
+    for line in s.getvalue().splitlines():
+        if line.strip() and ("{" in line or "/" in line or "ncalls" in line):
+            print("     " + line.strip()[:130])
+
+    m = C.med(exe)[0] * 1e6
+    rr = C.med(ratios)[0]
+    rows = [C.row(
+        f"executor overhead, `x = 1` ({rounds * k:,} cells)",
+        median=f"{m:.1f} µs/cell",
+        minmax=f"{min(exe) * 1e6:.1f}–{max(exe) * 1e6:.1f} µs",
+        ref=f"bare exec+redirect_stdout {C.med(bare)[0] * 1e6:.1f} µs",
+        target="≤ 20 µs and ≤ 3× bare",
+        ok=m <= TARGET_US and rr <= TARGET_RATIO,
+        note=f"{rr:.2f}× bare ({min(ratios):.2f}–{max(ratios):.2f}, per round); {compile_note}",
+    )]
+    return C.finish(rows, quick)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
