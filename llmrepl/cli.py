@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any, TextIO
 
 from . import __version__
+
+# typing, pathlib and threading stay off the --help / --version path (a few ms each)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from pathlib import Path
+    from typing import Any, TextIO
 
 __all__ = ["main", "build_parser"]
 
@@ -28,9 +31,19 @@ no model is configured, so messages cannot be answered yet. Set one up in any of
 /py CODE and the other commands work meanwhile."""
 
 
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    # argparse would import shutil (and with it bz2/lzma) just to learn the terminal width
+    try:
+        width = os.get_terminal_size().columns - 2
+    except OSError:
+        width = 78
+    return argparse.HelpFormatter(prog, width=max(width, 40))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="llmrepl",
+        formatter_class=_formatter,
         description="Talk to an LLM that writes Python; you confirm, edit or decline each cell; "
         "it runs here, in one namespace that persists.",
         epilog="Standard input that is not a terminal is read as one message or /command per line.",
@@ -75,6 +88,8 @@ class ModelSetup:
 
     def __init__(self, model: Any, *, api_key: str | None, base_url: str | None, explicit_model: bool,
                  config_path: str, on_server: Callable[[str, int | None], None] | None = None) -> None:
+        import threading
+
         self.model = model
         self.api_key = api_key
         self.on_server = on_server  # (model name, context length the server reports) when one is found
@@ -154,6 +169,9 @@ def _err(text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv) == ["--version"]:
+        sys.stdout.write(f"llmrepl {__version__}\n")  # before building the parser: the common case, instant
+        return 0
     args = build_parser().parse_args(argv)
     env: Mapping[str, str] = os.environ
     from .config import (
@@ -190,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _export(spec: list[str], state: Path) -> int:
+    from pathlib import Path
+
     from .errors import LLMReplError
     from .export import write_export
     from .sessions import find_session, load_session

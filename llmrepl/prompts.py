@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import platform
+import sys
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -72,12 +72,19 @@ def _importable() -> str:
 def system_rules(*, max_output_chars: int = 8000) -> str:
     """The rules and where code runs (the namespace digest is appended by ``context``)."""
     return _RULES.format(
-        python=platform.python_version(),
-        os=f"{platform.system()} {platform.release()}".strip(),
+        python=".".join(map(str, sys.version_info[:3])),
+        os=_os_name(),
         cwd=_cwd(),
         libs=_importable(),
         cap=f"{max_output_chars:,}",
     )
+
+
+@lru_cache(maxsize=1)
+def _os_name() -> str:
+    import platform  # ~2 ms; needed with the first request, not at startup
+
+    return f"{platform.system()} {platform.release()}".strip()
 
 
 def _cwd() -> str:

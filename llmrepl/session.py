@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .context import Context
 from .errors import LLMReplError, ModelError
@@ -24,9 +24,11 @@ from .journal import Journal
 from .model import Completion, ModelClient, ToolCall
 from .prompts import RUN_PYTHON_TOOL, format_result
 from .redact import Redactor
+
+if TYPE_CHECKING:
+    from .snapshot import SnapshotStore
 from .review import AutoApprove, Decision, Display, NoRun, NullDisplay, Reviewer, ScriptedReviewer
 from .risk import scan
-from .snapshot import SnapshotStore
 
 __all__ = [
     "Decision",
