@@ -357,6 +357,15 @@ def _interactive(session: Any, display: Any, setup: ModelSetup, config: Any, sta
     from .ui import TerminalUI
 
     def warm_up() -> None:
+        """While the person types: what the first answer needs, so it is not paid then."""
+        from .render import warm_up as warm_up_render
+        from .tokens import ApproxCounter
+
+        try:
+            warm_up_render()
+            ApproxCounter().count("warm up the estimator")
+        except Exception:
+            pass
         setup.wait(10)
         if not setup.configured:
             return

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["StreamRenderer", "highlight_code", "strip_controls", "style", "color_default"]
+__all__ = ["StreamRenderer", "highlight_code", "strip_controls", "style", "color_default", "warm_up"]
 
 # CSI / OSC / two-character ESC sequences first, then other C0 controls (keep \t and \n).
 _CONTROLS = re.compile(
@@ -130,3 +130,10 @@ class StreamRenderer:
         if not line.strip():
             return line
         return _highlight(line, "markdown")
+
+
+def warm_up() -> None:
+    """Import pygments and compile its lexers ahead of the first answer (background thread)."""
+    _highlight("x = 1\n", "python")
+    _highlight("Some *text*\n", "markdown")
+
