@@ -250,6 +250,10 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
         except LLMReplError as e:
             _err(str(e))
             return 2
+    try:  # the state folder itself private too (mkdir(parents=True) would leave it to the umask)
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        pass  # the journal reports it once and the session goes on in memory
     sid = stored.info.id if stored is not None else new_session_id()
     journal = Journal(state / "sessions" / f"{sid}.jsonl")
     journal.redact(api_key)
@@ -270,6 +274,9 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
         sink=sink,
         timeout=config.exec.timeout,
         figure_dir=state / "sessions" / sid,
+        # kept whole up to 1M characters per stream (in _out[N] and the journal); beyond
+        # that a head and a tail are kept and the rest counted, so 1 GB printed stays cheap
+        max_capture_chars=1_000_000,
     )
     from .context import Context
     from .tokens import TiktokenCounter, context_window_for, encoding_for_model

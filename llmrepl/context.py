@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from .budget import FitResult, fit_messages
+from .budget import FitResult, fit_messages, is_llmrepl_note
 from .digest import NamespaceDigest
 from .errors import ModelError
 from .pricing import estimate_cost
@@ -86,7 +86,7 @@ class Context:
         """The messages of the next request; ModelError(kind="too_long") when even the newest
         message and the latest result cannot fit (the request would only fail)."""
         system = {"role": "system", "content": self.system_prompt(namespace)}
-        fit = fit_messages([system, *history], budget=self.budget, counter=self.counter)
+        fit = fit_messages([system, *history], budget=self.budget, counter=self.counter, is_note=_is_step_result)
         self.last = fit
         if not self.counter.exact and fit.tokens > self.budget // 2:
             self.load_tokenizer()  # estimates are close, but near the limit exact counts matter
@@ -143,6 +143,22 @@ class Context:
         limit = max(self.budget // 4, 256)
         n = self._count(text)
         return 1.0 if n <= limit else limit / n * 0.9
+
+
+STANDALONE_NOTES = ("[llmrepl] The user ran code directly", "[llmrepl] This session was resumed")
+
+
+def _is_step_result(message: dict[str, Any]) -> bool:
+    """A note that belongs to the model step before it (a cell result, a declined cell).
+
+    /py results and resume notes stand on their own: for fitting they are units like a
+    message the person typed, so a run of them is not dropped (or kept) all at once."""
+    content = message.get("content")
+    return (
+        is_llmrepl_note(message)
+        and isinstance(content, str)
+        and not content.startswith(STANDALONE_NOTES)
+    )
 
 
 def _merge_user_runs(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -94,24 +94,37 @@ def _cwd() -> str:
         return "(unknown: the working directory was removed)"
 
 
-def cap_text(text: str, max_chars: int) -> str:
-    """Keep the head and the tail of ``text`` within ``max_chars``, saying what was left out."""
-    if max_chars <= 0 or len(text) <= max_chars:
+def cap_text(text: str, max_chars: int, *, total_chars: int | None = None, where: str = "") -> str:
+    """Keep the head and the tail of ``text`` within ``max_chars``, saying what was left out.
+
+    ``total_chars`` is how much was really written when ``text`` is itself already a cut
+    (the capture keeps a bounded head and tail), so the note counts what the model misses;
+    ``where`` names where the rest can be read (e.g. ``_out[3]``).
+    """
+    total = max(total_chars or 0, len(text))
+    if max_chars <= 0 or (len(text) <= max_chars and total == len(text)):
         return text
-    head_n = max_chars * 3 // 5
-    tail_n = max_chars - head_n
-    head, middle, tail = text[:head_n], text[head_n : len(text) - tail_n], text[len(text) - tail_n :]
-    # cut at line boundaries when that loses little
-    cut = head.rfind("\n")
-    if cut > head_n // 2:
-        middle = head[cut + 1 :] + middle
-        head = head[: cut + 1]
-    cut = tail.find("\n")
-    if 0 <= cut < tail_n // 2:
-        middle = middle + tail[: cut + 1]
-        tail = tail[cut + 1 :]
-    lines = middle.count("\n")
-    note = f"[... {lines:,} lines, {len(middle):,} characters left out ...]"
+    if len(text) <= max_chars:
+        head, middle, tail = text, "", ""
+    else:
+        head_n = max_chars * 3 // 5
+        tail_n = max_chars - head_n
+        head, middle, tail = text[:head_n], text[head_n : len(text) - tail_n], text[len(text) - tail_n :]
+        # cut at line boundaries when that loses little
+        cut = head.rfind("\n")
+        if cut > head_n // 2:
+            middle = head[cut + 1 :] + middle
+            head = head[: cut + 1]
+        cut = tail.find("\n")
+        if 0 <= cut < tail_n // 2:
+            middle = middle + tail[: cut + 1]
+            tail = tail[cut + 1 :]
+    left_out = total - len(head) - len(tail)
+    if total > len(text):
+        note = f"[... {left_out:,} characters left out"
+    else:
+        note = f"[... {middle.count(chr(10)):,} lines, {left_out:,} characters left out"
+    note += f"; {where} holds what was kept ...]" if where else " ...]"
     sep = "" if head.endswith("\n") else "\n"
     return f"{head}{sep}{note}\n{tail}"
 
@@ -129,7 +142,11 @@ def format_result(result: ExecResult, *, max_chars: int = 8000, edited: bool = F
     value_cut = cap_text(value, max(max_chars // 5, 200)) if value is not None else None
     error_cut = cap_text(error, max(max_chars * 2 // 5, 400)) if error else None
     used = len(code_cut) + len(value_cut or "") + len(error_cut or "")
-    output_cut = cap_text(result.output, max(max_chars - used, 200)) if result.output else ""
+    output_cut = (
+        cap_text(result.output, max(max_chars - used, 200), total_chars=result.output_chars,
+                 where=f"_out[{result.cell}]")
+        if result.output else ""
+    )
 
     parts = [f"llmrepl ran cell {result.cell} ({_status(result)}, {result.duration:.2f} s)."]
     if edited:

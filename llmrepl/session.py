@@ -10,6 +10,7 @@ person sees goes through the ``Display`` it is given.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -262,10 +263,14 @@ class Session:
     def _feedback(self, result: ExecResult, edited: bool) -> str:
         """What the model is told about a cell: capped in characters and in tokens (a quarter of
         the budget at most), secrets scrubbed, code included."""
-        text = format_result(result, max_chars=self.max_output_chars, edited=edited)
-        shrink = self.context.feedback_cap(text)
-        if shrink < 1.0:
-            text = format_result(result, max_chars=max(int(self.max_output_chars * shrink), 500), edited=edited)
+        max_chars = self.max_output_chars
+        text = format_result(result, max_chars=max_chars, edited=edited)
+        for _ in range(4):  # the parts have floors, so shrink until it fits or cannot shrink more
+            shrink = self.context.feedback_cap(text)
+            if shrink >= 1.0 or max_chars <= 200:
+                break
+            max_chars = max(int(max_chars * shrink), 200)
+            text = format_result(result, max_chars=max_chars, edited=edited)
         return self.redactor.redact(text)
 
     def _scrub(self, result: ExecResult) -> None:
@@ -367,8 +372,13 @@ class Session:
             except ModelError as e:
                 if e.kind != "context_length" or attempt == 2 or e.partial:
                     raise
-                # the window the table promised was too big: fit into less, remember it, retry once
-                self.context.shrink *= 0.7
+                # the window we assumed was too big: use the limit the server states (OpenAI and
+                # vLLM say "maximum context length is N tokens"), else fit into less; retry once
+                stated = _stated_limit(str(e))
+                if stated and stated < self.context.context_window:
+                    self.context.context_window = stated
+                else:
+                    self.context.shrink *= 0.7
                 self.display.notice(
                     "the server says the request exceeds the model's context window; "
                     f"retrying with less history (budget now {self.context.budget:,} tokens)",
@@ -471,6 +481,11 @@ class Session:
 
     def _tool_reply(self, call: ToolCall, content: str) -> None:
         self._add({"role": "tool", "tool_call_id": call.id, "content": content})
+
+
+def _stated_limit(message: str) -> int | None:
+    m = re.search(r"maximum context length is (\d[\d,]*)", message)
+    return int(m.group(1).replace(",", "")) if m else None
 
 
 def _tool_call_dict(call: ToolCall) -> dict[str, Any]:

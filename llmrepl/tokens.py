@@ -258,8 +258,7 @@ class TiktokenCounter(_MessageCounting):
         if self._told:
             return False
         if self._deadline is None:
-            self.start()  # first need: load now rather than never
-            return False
+            return False  # not asked to load: the caller decides when exact counts are worth ~40 MB
         if self._failure is not None:
             self._fall_back(self._failure)
         elif time.monotonic() > self._deadline:
@@ -367,12 +366,13 @@ def context_window_for(
     model: str, configured: int | None = None, server_reported: int | None = None
 ) -> int:
     """The context window to budget for: config, else the table, else what the server
-    reported (vLLM's ``max_model_len``), else ``DEFAULT_CONTEXT_WINDOW``."""
+    reported (vLLM's ``max_model_len``), else ``DEFAULT_CONTEXT_WINDOW``. When both the table
+    and the server know, the smaller wins: a server may be started with less than the model
+    can take (``--max-model-len 8192`` for a 128k model), never with more."""
     if configured:
         return configured
     known = _known_window(model)
-    if known:
-        return known
-    if server_reported and server_reported > 0:
-        return server_reported
-    return DEFAULT_CONTEXT_WINDOW
+    reported = server_reported if server_reported and server_reported > 0 else None
+    if known and reported:
+        return min(known, reported)
+    return known or reported or DEFAULT_CONTEXT_WINDOW

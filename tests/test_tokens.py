@@ -303,7 +303,8 @@ def test_known_context_windows(model, expected):
 
 def test_context_window_precedence():
     assert context_window_for("gpt-4o", configured=4096, server_reported=9999) == 4096
-    assert context_window_for("gpt-4o", server_reported=9999) == 128_000  # table beats server
+    assert context_window_for("gpt-4o", server_reported=9999) == 9999  # the server was started with less
+    assert context_window_for("gpt-4o", server_reported=500_000) == 128_000  # but never more than the model
     assert context_window_for("some-local-model", server_reported=9999) == 9999
     assert context_window_for("some-local-model", server_reported=0) == DEFAULT_CONTEXT_WINDOW
     assert context_window_for("some-local-model") == DEFAULT_CONTEXT_WINDOW == 8192
