@@ -113,22 +113,38 @@ class CappedBuffer:
 
 
 class Capture:
-    """One cell's output: stdout, stderr and both interleaved, each bounded; live echo to a sink."""
+    """One cell's output: stdout, stderr and both interleaved, each bounded; live echo to a sink.
 
-    __slots__ = ("stdout", "stderr", "output", "sink", "sink_error", "_lock")
+    The buffers are made on the first write: most cells print nothing, and a cell that does
+    not should cost nothing here (see :meth:`values`).
+    """
+
+    __slots__ = ("limit", "_stdout", "_stderr", "_output", "sink", "sink_error", "_lock")
 
     def __init__(self, limit: int, sink: OutputSink | None) -> None:
-        self.stdout = CappedBuffer(limit)
-        self.stderr = CappedBuffer(limit)
-        self.output = CappedBuffer(limit)
+        self.limit = limit
+        self._stdout: CappedBuffer | None = None
+        self._stderr: CappedBuffer | None = None
+        self._output: CappedBuffer | None = None
         self.sink = sink
         self.sink_error: str | None = None
         self._lock = threading.Lock()
 
     def write(self, stream: str, text: str, echo: bool = True) -> None:
         with self._lock:
-            (self.stdout if stream == "stdout" else self.stderr).add(text)
-            self.output.add(text)
+            if stream == "stdout":
+                buf = self._stdout
+                if buf is None:
+                    buf = self._stdout = CappedBuffer(self.limit)
+            else:
+                buf = self._stderr
+                if buf is None:
+                    buf = self._stderr = CappedBuffer(self.limit)
+            buf.add(text)
+            out = self._output
+            if out is None:
+                out = self._output = CappedBuffer(self.limit)
+            out.add(text)
         sink = self.sink
         if echo and sink is not None:
             try:
@@ -137,9 +153,46 @@ class Capture:
                 self.sink = None
                 self.sink_error = f"live output stopped ({_type(exc).__name__}); the rest was captured"
 
+    def _buffer(self, name: str) -> CappedBuffer:
+        with self._lock:
+            buf: CappedBuffer | None = getattr(self, name)
+            if buf is None:
+                buf = CappedBuffer(self.limit)
+                setattr(self, name, buf)
+            return buf
+
+    @property
+    def stdout(self) -> CappedBuffer:
+        return self._stdout if self._stdout is not None else self._buffer("_stdout")
+
+    @property
+    def stderr(self) -> CappedBuffer:
+        return self._stderr if self._stderr is not None else self._buffer("_stderr")
+
+    @property
+    def output(self) -> CappedBuffer:
+        return self._output if self._output is not None else self._buffer("_output")
+
+    def values(self) -> tuple[str, str, str]:
+        """``(stdout, stderr, output)`` as text; ``""`` for a stream nothing was written to."""
+        if self._output is None:
+            return "", "", ""
+        out, err = self._stdout, self._stderr
+        return (
+            "" if out is None else out.getvalue(),
+            "" if err is None else err.getvalue(),
+            self._output.getvalue(),
+        )
+
+    @property
+    def written(self) -> bool:
+        """Whether anything was written (else :meth:`values` is three empty strings)."""
+        return self._output is not None
+
     @property
     def chars(self) -> int:
-        return self.stdout.total + self.stderr.total
+        out, err = self._stdout, self._stderr
+        return (0 if out is None else out.total) + (0 if err is None else err.total)
 
 
 class CaptureRouter:

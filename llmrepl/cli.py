@@ -407,6 +407,9 @@ def _batch(session: Any, display: Any, setup: ModelSetup, reviewer: Any, lines: 
     from .commands import dispatch, is_command
 
     first_message = True
+    if session.journal.error:
+        _err(session.journal.error)
+        session.journal.error = ""
     for raw in lines:
         line = raw.strip()
         if not line:
@@ -424,6 +427,9 @@ def _batch(session: Any, display: Any, setup: ModelSetup, reviewer: Any, lines: 
                 _err(setup.message[0])
             first_message = False
         turn = session.step(line, reviewer)
+        if session.journal.error:
+            _err(session.journal.error)  # once, as the interactive UI does
+            session.journal.error = ""
         if turn.error is not None:
             _err(str(turn.error))
             session.journal.append("session_end", status="model_error")

@@ -187,7 +187,7 @@ def _sessions(session: Session, arg: str) -> CommandResult:
     infos = list_sessions(session.state_dir)
     if not infos:
         return CommandResult("no stored sessions yet")
-    return CommandResult(render_session_list(infos) + "\ncontinue one with: llmrepl --resume ID")
+    return CommandResult(render_session_list(infos))
 
 
 @command("save", "write the transcript as Markdown (default: llmrepl-ID.md here)", "/save [PATH]")

@@ -14,13 +14,16 @@ import builtins
 import getpass
 import linecache
 import os
+import re
 import signal
 import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from opcode import opmap as _OP
 from types import CodeType, FrameType
 from typing import Any
 
@@ -55,8 +58,28 @@ _MAIN_IDENT = threading.main_thread().ident
 _setsignal, _getsignal, _setitimer = _signal.signal, _signal.getsignal, _signal.setitimer
 _SIGINT, _SIGALRM, _ITIMER_REAL = int(signal.SIGINT), int(signal.SIGALRM), int(signal.ITIMER_REAL)
 _getrecursionlimit, _setrecursionlimit = sys.getrecursionlimit, sys.setrecursionlimit
+_default_int_handler, _SIG_DFL = signal.default_int_handler, signal.SIG_DFL
 _BUILTINS = builtins.__dict__
+_sys, _getpass_mod = sys, getpass
 _EXIT_NOTE = "the cell ended; llmrepl keeps running — use /exit or Ctrl-D to leave"
+
+# -- compile fast path ------------------------------------------------------------------
+# Most cells end in a statement, and for them the AST round trip (ast.parse + compile(tree),
+# ~2x compile(source)) only finds out there is no trailing expression to show. A cell skips
+# it when one compile(source) and cheap checks prove its last statement is an assignment
+# (or import) to a plain name: the last non-blank line starts in column 0 with ``name =``,
+# ``a, b =``, ``name op=`` or ``import`` and has no ``;``, and the code ends with STORE_NAME
+# on that line followed by ``return None``. A trailing expression statement cannot pass:
+# its value must leave the stack (POP_TOP), or, a constant, it compiles to nothing and the
+# last instruction belongs to a statement on an earlier line (or before a ``;``). Anything
+# else takes the AST path, as before. tests/test_executor.py checks both against the AST.
+_STORE_NAME = _OP["STORE_NAME"]
+_LOAD_CONST = _OP["LOAD_CONST"]
+_RETURN_VALUE = _OP["RETURN_VALUE"]
+_RETURN_CONST = _OP.get("RETURN_CONST", -1)  # 3.12, 3.13
+_ASSIGN_LINE = re.compile(
+    r"(?:[^\W\d][\w, \t]*(?:[-+*/%@&|^]|//|\*\*|>>|<<)?=(?!=)|import[ \t])"
+)
 
 
 class CellTimeout(BaseException):
@@ -104,12 +127,6 @@ class _Quitter:
 def _restore_builtins(snapshot: dict[str, Any], repairs: list[str]) -> None:
     """Put back builtins a cell rebound or deleted (names it added stay). Uses no builtins."""
     bd = _BUILTINS
-    try:
-        # dict == compares by identity first, so this is a fast C loop when nothing changed.
-        if _len(bd) == _len(snapshot) and snapshot == bd:
-            return
-    except _BaseException:  # a replacement object's __eq__ raised: check one by one
-        pass
     for name, value in snapshot.items():
         current = bd.get(name, _MISSING)
         if current is not value:
@@ -240,6 +257,41 @@ class Executor:
 
     @staticmethod
     def _compile(source: str, filename: str) -> tuple[CodeType, CodeType | None]:
+        # The fast path (see the note at _ASSIGN_LINE), inlined: it runs for every cell.
+        if "\r" in source:
+            return Executor._compile_ast(source, filename)
+        text = source.rstrip()
+        cut = text.rfind("\n") + 1
+        last = text[cut:]
+        if ";" in last or _ASSIGN_LINE.match(last) is None:
+            return Executor._compile_ast(source, filename)
+        try:
+            code = compile(source, filename, "exec", dont_inherit=True)
+        except Exception:  # reported exactly as the AST path reports it
+            return Executor._compile_ast(source, filename)
+        # Does the module end with STORE_NAME, then ``return None``, on the last line?
+        co, consts = code.co_code, code.co_consts
+        size = _len(co)
+        store = -1
+        if size >= 4 and co[-2] == _RETURN_CONST and consts[co[-1]] is None:
+            store = size - 4
+        elif size >= 6 and co[-2] == _RETURN_VALUE and co[-4] == _LOAD_CONST and consts[co[-3]] is None:
+            store = size - 6
+        if store >= 0 and co[store] == _STORE_NAME:
+            line = text.count("\n", 0, cut) + 1
+            for start, end, lineno in code.co_lines():
+                if start <= store < end:
+                    if lineno == line:
+                        return code, None
+                    break
+        # Compiling again must not repeat the SyntaxWarnings the user just saw.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Executor._compile_ast(source, filename)
+
+    @staticmethod
+    def _compile_ast(source: str, filename: str) -> tuple[CodeType, CodeType | None]:
+        """The general path: split a trailing expression statement off to evaluate it."""
         tree = ast.parse(source, filename, "exec")
         expr = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
@@ -249,35 +301,41 @@ class Executor:
         return compile(tree, filename, "exec", dont_inherit=True), expr
 
     def _execute(self, body: CodeType, expr: CodeType | None, result: ExecResult, limit: float) -> None:
-        ns, bd, n = self.namespace, _BUILTINS, result.cell
+        ns, bd, n, sys_ = self.namespace, _BUILTINS, result.cell, _sys
         ns["__builtins__"] = builtins  # a cell may have deleted or replaced it
         orig_input = bd.get("input", _MISSING)
         bd["input"] = self._input_bound
         snapshot = bd.copy()
-        orig_getpass = getpass.getpass
-        getpass.getpass = self._getpass_bound
-        saved = (sys.stdout, sys.stderr, sys.stdin, sys.excepthook, sys.displayhook)
+        orig_getpass = _getpass_mod.getpass
+        getpass_bound = _getpass_mod.getpass = self._getpass_bound
+        saved = (sys_.stdout, sys_.stderr, sys_.stdin, sys_.excepthook, sys_.displayhook)
         old_limit = _getrecursionlimit()
-        cap = self._router.capture = Capture(self.max_capture_chars, self._router.sink)
-        _capture_mod.set_active_figure_log(self._figures)
-        first_figure = len(self._figures.saved)
+        my_out, my_err, my_in = self._stdout, self._stderr, self._stdin
+        router = self._router
+        cap = router.capture = Capture(self.max_capture_chars, router.sink)
+        figures = self._figures
+        if _capture_mod._active_figure_log is not figures:
+            _capture_mod.set_active_figure_log(figures)
+        first_figure = _len(figures.saved)
         main = _get_ident() == _MAIN_IDENT
+        timed = main and limit > 0
+        sigint_handler = self._sigint_handler
         old_int: Any = None
         old_alarm: Any = None
         self._timeout_fired = False
         exc: BaseException | None = None
         try:
             if main:
-                old_int = _setsignal(_SIGINT, self._sigint_handler)
-                if limit > 0:
+                old_int = _setsignal(_SIGINT, sigint_handler)
+                if timed:
                     self._timeout_msg = (
                         f"the cell ran longer than {limit:g} s and was stopped (the namespace is "
                         "intact; raise --timeout or exec.timeout to allow more)"
                     )
                     old_alarm = _setsignal(_SIGALRM, self._alarm_handler)
-            sys.stdout, sys.stderr, sys.stdin = self._stdout, self._stderr, self._stdin
+            sys_.stdout, sys_.stderr, sys_.stdin = my_out, my_err, my_in
             self._armed = True
-            if main and limit > 0:
+            if timed:
                 # Re-fires, so a cell that swallows one CellTimeout is stopped by the next.
                 _setitimer(_ITIMER_REAL, limit, min(limit, 1.0))
             _exec(body, ns)
@@ -293,53 +351,73 @@ class Executor:
             exc = e
         finally:
             self._armed = False
-            if main and limit > 0:
+            if timed:
                 _setitimer(_ITIMER_REAL, 0)
             repairs = result.repairs
-            _restore_builtins(snapshot, repairs)  # FIRST: everything below relies on builtins
+            # FIRST: everything below relies on builtins. dict == compares by identity
+            # first, so this is a fast C loop when nothing changed.
+            try:
+                builtins_intact = _len(bd) == _len(snapshot) and snapshot == bd
+            except _BaseException:  # a replacement object's __eq__ raised: check one by one
+                builtins_intact = False
+            if not builtins_intact:
+                _restore_builtins(snapshot, repairs)
             if orig_input is _MISSING:
                 bd.pop("input", None)
             else:
                 bd["input"] = orig_input
-            self._router.capture = None
-            self._restore_sys(saved, old_limit, repairs)
-            if getpass.getpass is not self._getpass_bound:
+            router.capture = None
+            # The usual case, nothing replaced, without the per-name loop of _restore_sys.
+            try:
+                untouched = (
+                    sys_.stdout is my_out and sys_.stderr is my_err and sys_.stdin is my_in
+                    and sys_.excepthook is saved[3] and sys_.displayhook is saved[4]
+                )
+            except _BaseException:  # a name was deleted
+                untouched = False
+            if untouched:
+                sys_.stdout, sys_.stderr, sys_.stdin = saved[0], saved[1], saved[2]
+            else:
+                self._restore_sys(saved, repairs)
+            current_limit = _getrecursionlimit()
+            if current_limit != old_limit:
+                repairs.append(f"recursion limit was {current_limit}; reset to {old_limit}")
+                _setrecursionlimit(old_limit)
+            if _getpass_mod.getpass is not getpass_bound:
                 repairs.append("getpass.getpass was replaced; restored")
-            getpass.getpass = orig_getpass
+            _getpass_mod.getpass = orig_getpass
             if main:
-                self._restore_signals(old_int, old_alarm, limit, repairs)
-        result.stdout = cap.stdout.getvalue()
-        result.stderr = cap.stderr.getvalue()
-        result.output = cap.output.getvalue()
-        result.output_chars = cap.chars
-        if len(self._figures.saved) > first_figure:
-            result.figures = self._figures.saved[first_figure:]
+                if _getsignal(_SIGINT) is sigint_handler and not timed:
+                    _setsignal(_SIGINT, old_int if old_int is not None else _default_int_handler)
+                else:
+                    self._restore_signals(old_int, old_alarm, limit, repairs)
+        if cap.written:
+            result.stdout, result.stderr, result.output = cap.values()
+            result.output_chars = cap.chars
+        if _len(figures.saved) > first_figure:
+            result.figures = figures.saved[first_figure:]
         result.timed_out = self._timeout_fired
         if cap.sink_error:
             repairs.append(cap.sink_error)
         if exc is not None:
             self._record_exception(exc, result)
 
-    def _restore_sys(self, saved: tuple[Any, ...], old_limit: int, repairs: list[str]) -> None:
+    def _restore_sys(self, saved: tuple[Any, ...], repairs: list[str]) -> None:
         ours = (self._stdout, self._stderr, self._stdin, saved[3], saved[4])
         names = ("stdout", "stderr", "stdin", "excepthook", "displayhook")
         for name, mine, old in zip(names, ours, saved, strict=True):
             if getattr(sys, name, None) is not mine:
                 repairs.append(f"sys.{name} was replaced; restored")
             setattr(sys, name, old)
-        current = _getrecursionlimit()
-        if current != old_limit:
-            repairs.append(f"recursion limit was {current}; reset to {old_limit}")
-            _setrecursionlimit(old_limit)
 
     def _restore_signals(self, old_int: Any, old_alarm: Any, limit: float, repairs: list[str]) -> None:
         if _getsignal(_SIGINT) is not self._sigint_handler:
             repairs.append("SIGINT handler was changed; restored")
-        _setsignal(_SIGINT, old_int if old_int is not None else signal.default_int_handler)
+        _setsignal(_SIGINT, old_int if old_int is not None else _default_int_handler)
         if limit > 0:
             if _getsignal(_SIGALRM) is not self._alarm_handler:
                 repairs.append("SIGALRM handler was changed; restored")
-            _setsignal(_SIGALRM, old_alarm if old_alarm is not None else signal.SIG_DFL)
+            _setsignal(_SIGALRM, old_alarm if old_alarm is not None else _SIG_DFL)
 
     def _record_exception(self, exc: BaseException, result: ExecResult) -> None:
         result.error_type = type(exc).__name__

@@ -363,11 +363,24 @@ class Session:
     def _call_model(self) -> Completion:
         tools = [RUN_PYTHON_TOOL] if self.use_tools else None
         started = time.monotonic()
+        pending: list[str] = []
+
+        def on_text(delta: str) -> None:
+            # write-ahead: each completed line is journaled before the display shows it, so a
+            # kill -9 mid-answer loses nothing already on screen (the display prints whole lines)
+            pending.append(delta)
+            if "\n" in delta:
+                text = "".join(pending)
+                cut = text.rfind("\n") + 1
+                self.journal.append("assistant_partial", text=text[:cut])
+                pending[:] = [text[cut:]] if cut < len(text) else []
+            self.display.answer_text(delta)
+
         for attempt in (1, 2):
             messages = self.request_messages()
             self.display.answer_start()
             try:
-                completion = self.model.complete(messages, tools=tools, on_text=self.display.answer_text)
+                completion = self.model.complete(messages, tools=tools, on_text=on_text)
                 break
             except ModelError as e:
                 if e.kind != "context_length" or attempt == 2 or e.partial:

@@ -305,16 +305,34 @@ class _Replay:
         self.cwd: str | None = None
         self.undone = 0
         self.resets = 0
+        self.partial: list[str] = []   # streamed text journaled before its answer completed
 
     def feed(self, rec: dict[str, Any]) -> None:
         if rec.get("replay"):
             return  # a cell re-run by --resume to rebuild the namespace: already counted once
-        handler = getattr(self, "_on_" + str(rec.get("event")), None)
+        event = rec.get("event")
+        if event == "assistant_partial":
+            if isinstance(rec.get("text"), str):
+                self.partial.append(rec["text"])
+            return
+        if event in ("assistant", "model_error"):
+            self.partial.clear()  # the answer ended normally (or as an error the session recorded)
+        elif event in ("user", "py", "session_start", "resume", "undo", "reset"):
+            self.flush_partial()
+        handler = getattr(self, "_on_" + str(event), None)
         if handler is not None:
             try:
                 handler(rec)
             except (TypeError, ValueError, KeyError, AttributeError):
                 pass  # a well-formed line with a malformed record: skip it like a torn one
+
+    def flush_partial(self) -> None:
+        """An answer that was streaming when the process died: keep what was shown, marked."""
+        if not self.partial:
+            return
+        text = "".join(self.partial) + "\n[cut off: the llmrepl process ended while this answer was streaming]"
+        self.partial.clear()
+        self._on_message({"message": {"role": "assistant", "content": text}, "exchange_start": False})
 
     def _open_group(self, msg_start: int | None) -> None:
         self.groups.append(_Group(msg_start, len(self.cells), len(self.timeline)))
@@ -471,6 +489,7 @@ def load_session(path: Path) -> StoredSession:
     replay = _Replay()
     for rec in records:
         replay.feed(rec)
+    replay.flush_partial()
     info = _summarize(path, records)
     info.bad_lines = bad
     figures = [f for cell in replay.cells for f in cell.figures]

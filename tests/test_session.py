@@ -186,7 +186,7 @@ def test_journal_records_everything_needed_to_rebuild(tmp_path):
     session, model, _ = make("```python\nv = 9\nprint(v)\n```", "nine", journal=Journal(path))
     session.step("make v", ScriptedReviewer(["run"]))
     records, bad = read_journal(path)
-    kinds = [r["event"] for r in records if r["event"] != "message"]
+    kinds = [r["event"] for r in records if r["event"] not in ("message", "assistant_partial")]
     assert bad == 0
     assert kinds == ["user", "assistant", "decision", "cell_start", "cell_end", "assistant"]
     messages = [r["message"] for r in records if r["event"] == "message"]
@@ -313,3 +313,28 @@ def test_tokens_report_shows_parts_budget_and_usage():
     for part in ("system prompt", "namespace digest", "history", "newest message", "total", "kept for the answer"):
         assert part in report
     assert "1,200 prompt + 300 completion tokens in 1 request(s)" in report
+
+
+def test_streamed_lines_are_journaled_before_they_are_shown(tmp_path):
+    path = tmp_path / "s.jsonl"
+    events = []
+
+    class Watching(NullDisplay):
+        def answer_text(self, delta):
+            events.append(("shown", delta))
+
+    journal = Journal(path)
+    original = journal.append
+
+    def append(event, **fields):
+        if event == "assistant_partial":
+            events.append(("journaled", fields["text"]))
+        original(event, **fields)
+
+    journal.append = append
+    session = Session(ScriptedModel(["line one\nline two\nend"]), Executor(), display=Watching(), journal=journal)
+    session.step("talk", ScriptedReviewer([]))
+    journaled = "".join(t for kind, t in events if kind == "journaled")
+    assert "line one\n" in journaled and "line two\n" in journaled
+    first_shown_newline = next(i for i, (k, t) in enumerate(events) if k == "shown" and "\n" in t)
+    assert events[first_shown_newline - 1][0] == "journaled"

@@ -361,3 +361,41 @@ def test_declined_tool_call_and_other_notes(tmp_path):
     kinds = [(e.kind, e.text) for e in stored.timeline if e.kind != "assistant"]
     assert kinds == [("user", "remove x"), ("declined", "import os\nos.remove('x')"),
                      ("note", "The session was resumed.\nMore detail.")]
+
+
+def test_answer_streaming_when_the_process_died_is_kept_marked_cut_off(tmp_path):
+    path = tmp_path / "sessions" / "20260101-000000-1.jsonl"
+    j = Journal(path)
+    j.append("session_start", id="20260101-000000-1", model="m")
+    j.append("user", text="talk")
+    j.append("message", message={"role": "user", "content": "talk"}, exchange_start=True)
+    j.append("assistant_partial", text="first line\n")
+    j.append("assistant_partial", text="second line\n")
+    stored = load_session(path)
+    assert stored.messages[-1]["role"] == "assistant"
+    assert stored.messages[-1]["content"].startswith("first line\nsecond line\n")
+    assert "cut off" in stored.messages[-1]["content"]
+
+
+def test_resume_answers_a_tool_call_whose_cell_never_finished(tmp_path):
+    from llmrepl.resume import resume
+
+    path = tmp_path / "sessions" / "20260101-000000-2.jsonl"
+    j = Journal(path)
+    j.append("session_start", id="20260101-000000-2", model="m")
+    j.append("user", text="go")
+    j.append("message", message={"role": "user", "content": "go"}, exchange_start=True)
+    call = {"id": "call_1", "type": "function", "function": {"name": "run_python", "arguments": '{"code": "x=1"}'}}
+    j.append("message", message={"role": "assistant", "content": None, "tool_calls": [call]}, exchange_start=False)
+    j.append("cell_start", cell=1, code="x=1")
+    stored = load_session(path)
+    from llmrepl.model import ScriptedModel
+    from llmrepl.session import NullDisplay, Session
+
+    session = Session(ScriptedModel([]), Executor(), display=NullDisplay())
+    resume(session, stored, session.display, confirm=lambda q: True)
+    msgs = session.messages
+    i = next(k for k, m in enumerate(msgs) if m.get("tool_calls"))
+    assert msgs[i + 1]["role"] == "tool" and msgs[i + 1]["tool_call_id"] == "call_1"
+    assert "Not finished" in msgs[i + 1]["content"]
+    assert any("cell 1 was running" in (m.get("content") or "") for m in msgs if m["role"] == "user")
