@@ -323,6 +323,7 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
         from .snapshot import SnapshotStore
 
         session.enable_snapshots(SnapshotStore(state / "sessions" / sid / "snapshots"))
+    _last_resort(state / "sessions" / sid)
     sink.executor, sink.journal = executor, journal
     executor.install_streams()  # the display keeps the real streams; see Executor.install_streams
     journal.append(
@@ -343,6 +344,29 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
         return _batch(session, display, setup, reviewer, lines)
     finally:
         journal.close()
+
+
+_crash_log: Any = None  # kept open for faulthandler for the life of the process
+
+
+def _last_resort(folder: Path) -> None:
+    """A segfault, or Ctrl-\\ (SIGQUIT) on a cell stuck in C code that ignores Ctrl-C, dumps
+    every thread's stack to <session>/crash.log and ends the process; the journal already
+    holds the session, so --resume brings it back."""
+    global _crash_log
+    import faulthandler
+    import signal
+
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(folder / "crash.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        _crash_log = os.fdopen(fd, "a", encoding="utf-8")
+        faulthandler.enable(file=_crash_log, all_threads=True)
+        if hasattr(signal, "SIGQUIT"):
+            # the current thread only: walking other threads from a signal handler can crash
+            faulthandler.register(signal.SIGQUIT, file=_crash_log, all_threads=False, chain=True)
+    except (OSError, ValueError, RuntimeError):
+        pass  # an unusable state folder: the journal says so once
 
 
 def _resume_confirm(interactive: bool, yes: bool) -> Callable[[str], bool]:

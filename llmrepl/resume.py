@@ -44,6 +44,9 @@ def resume(session: Session, stored: StoredSession, display: Display, *, confirm
             "the conversation is back, that cell's effects are not, and it will not be re-run",
             "warning",
         )
+        crash_log = info.path.with_suffix("") / "crash.log"
+        if crash_log.is_file() and crash_log.stat().st_size:
+            display.notice(f"the stacks at the moment it died are in {crash_log}", "warning")
         session.note(f"The previous llmrepl process ended while cell {info.crashed_in_cell} was running "
                      "(it was killed or crashed): that cell did not finish, its effects are lost, and it was not re-run.")
     session.executor.cell_count = max((c.cell for c in stored.cells), default=0)

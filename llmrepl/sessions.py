@@ -237,15 +237,15 @@ def list_sessions(state: Path) -> list[SessionInfo]:
 
 
 def find_session(state: Path, ref: str = "") -> SessionInfo:
-    """``""``: the newest session with a conversation; else an exact id or a unique prefix."""
+    """``""``: the newest session with a conversation or cells; else an exact id or a unique prefix."""
     infos = list_sessions(state)
     ref = ref.strip()
     if ref.endswith(".jsonl"):
         ref = ref[: -len(".jsonl")]
     if not ref:
         for info in infos:
-            if info.messages:
-                return info
+            if info.messages or info.cells or info.crashed_in_cell is not None:
+                return info  # something to bring back (a session that died in its first cell too)
         raise LLMReplError(f"no stored session with messages to resume in {sessions_dir(state)}")
     for info in infos:
         if info.id == ref:

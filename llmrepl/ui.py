@@ -6,6 +6,7 @@ and shows everything through a :class:`~llmrepl.display.TerminalDisplay`.
 
 from __future__ import annotations
 
+import datetime
 import os
 import queue
 import sys
@@ -36,11 +37,14 @@ _MAX_HISTORY_ENTRY = 10_000
 
 
 class SafeFileHistory(FileHistory):
-    """FileHistory that is private (0600), keeps huge pastes out, and never breaks the prompt."""
+    """FileHistory that is private (0600), scrubs secrets, keeps huge pastes out, writes each
+    entry in one locked append (two llmrepl processes never interleave), and never breaks
+    the prompt: a failure is reported once and the session goes on."""
 
-    def __init__(self, filename: str | os.PathLike[str]) -> None:
+    def __init__(self, filename: str | os.PathLike[str], redact: Callable[[str], str] | None = None) -> None:
         super().__init__(filename)
         self.failed: str | None = None
+        self.redact = redact
 
     def load_history_strings(self) -> Iterable[str]:
         try:
@@ -49,20 +53,37 @@ class SafeFileHistory(FileHistory):
             return
 
     def store_string(self, string: str) -> None:
+        if self.redact is not None:
+            string = self.redact(string)
         if len(string) > _MAX_HISTORY_ENTRY:
             string = string[:_MAX_HISTORY_ENTRY] + f"\n# ... ({len(string):,} characters in all; cut in history)"
+        # prompt_toolkit's format: a blank line, "# <time>", then each line prefixed with "+"
+        entry = "\n# " + str(datetime.datetime.now()) + "\n" + "".join(f"+{line}\n" for line in string.split("\n"))
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
             path = Path(os.fsdecode(self.filename))
-            if not path.exists():
-                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600))
-            super().store_string(string)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, flags, 0o600)
+            try:
+                _lock(fd)
+                os.write(fd, entry.encode("utf-8", "replace"))
+            finally:
+                os.close(fd)
         except OSError as e:
             self.failed = f"input history not saved ({e.strerror or e})"
 
 
-def open_history(path: Path | None) -> History:
-    return SafeFileHistory(path) if path is not None else InMemoryHistory()
+def _lock(fd: int) -> None:
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when the fd is closed
+    except (ImportError, OSError):
+        pass  # no flock (Windows, some network filesystems): O_APPEND of one write still holds
+
+
+def open_history(path: Path | None, redact: Callable[[str], str] | None = None) -> History:
+    return SafeFileHistory(path, redact) if path is not None else InMemoryHistory()
 
 
 class _SlashCompleter(Completer):
@@ -190,7 +211,7 @@ class TerminalUI:
             # bound to the real terminal: sys.stdout is the session's capture router
             output = create_output(stdout=sys.__stdout__)
         self.reviewer = TerminalReviewer(input=input, output=output)
-        self.history = open_history(history_path)
+        self.history = open_history(history_path, session.redactor.redact)
         self.prompt: PromptSession[str] = PromptSession(
             history=self.history,
             key_bindings=self._bindings(),

@@ -467,3 +467,138 @@ def test_passed_namespace_is_used():
 def test_result_record_defaults():
     r = ExecResult(cell=1, source="")
     assert r.ok and r.figures == [] and r.repairs == []
+
+
+# -- 13. Fast paths keep the same behaviour --------------------------------------------
+
+TRICKY_ENDINGS = [
+    "x = 1",
+    "x = 1\n42",
+    "x = 1\n'doc'",
+    "x = 1; 2",
+    "x = 1\n-1",
+    "x = 1\n(1, 2)",
+    "x = 1\nNone",
+    "x = 1\n...",
+    "x = 1\nx",
+    "x = 1\n(y := 5)",
+    "x = 1  # note\n\n# only a comment\n",
+    "x = 1\n\n\n",
+    "print('''\nx = 1''')",
+    "s = '''\nx = 1'''",
+    "f = dict(\nx = 1)",
+    "dict(\nx = 1)",
+    "x = (\n1)",
+    "x = \\\n1",
+    "a, b = 1, 2",
+    "x = 1\nx += 1",
+    "x = [0]\nx[0] = 3",
+    "import os",
+    "import os.path",
+    "from os import path",
+    "def f():\n    y = 1",
+    "if True:\n    y = 1",
+    "if True: y = 1",
+    "for i in range(2): y = i",
+    "lambda y=1: y",
+    "x = 1\nnot x",
+    "x = 1\nx == 1",
+    "x = 1\nx <= 1",
+    "x = 1\r\n2",
+    "x = 1\r\ny = 2",
+    "ñ = 3",
+    "x: int = 1",
+]
+
+
+@pytest.mark.parametrize("src", TRICKY_ENDINGS)
+def test_compile_fast_path_agrees_with_the_ast(src):
+    import ast
+
+    body, expr = Executor._compile(src, "<cell-t>")
+    tree = ast.parse(src)
+    assert (expr is not None) == isinstance(tree.body[-1], ast.Expr), src
+    assert body.co_filename == "<cell-t>"
+
+
+@pytest.mark.parametrize(
+    ("src", "value"),
+    [("x = 1\n42", "42"), ("x = 1; 2", "2"), ("x = 1\n(y := 5)", "5"), ("x = 1\n'doc'", "'doc'"),
+     ("x = 1\nx", "1"), ("x = 1", None), ("import os", None), ("x = 1\n\n# c\n", None)],
+)
+def test_trailing_value_after_assignment(ex, src, value):
+    r = ex.run(src)
+    assert r.ok and r.value_repr == value and ex.namespace["x" if "x" in src else "os"] is not None
+
+
+def test_fast_path_cell_traceback_and_syntax_error(ex):
+    r = ex.run("x = 1 / 0")
+    assert 'File "<cell-1>", line 1, in <module>' in r.error and "x = 1 / 0" in r.error
+    r = ex.run("x = (1")
+    assert r.error_type == "SyntaxError" and "<cell-2>" in r.error and "never closed" in r.error
+    r = ex.run("x = 1\ny = = 2")
+    assert r.error_type == "SyntaxError" and "x" not in ex.namespace
+
+
+def test_silent_cell_records_empty_streams(ex):
+    r = ex.run("x = 1")
+    assert (r.stdout, r.stderr, r.output, r.output_chars) == ("", "", "", 0)
+    r = ex.run("import sys\nsys.stderr.write('e')")
+    assert (r.stdout, r.stderr, r.output, r.output_chars) == ("", "e", "e", 1)
+
+
+def test_capture_buffers_made_on_demand():
+    from llmrepl.capture import Capture
+
+    cap = Capture(100, None)
+    assert cap.values() == ("", "", "") and cap.chars == 0
+    cap.write("stdout", "hi")
+    assert cap.values() == ("hi", "", "hi") and cap.chars == 2
+    assert cap.stderr.getvalue() == "" and cap.output.total == 2
+
+
+def test_each_sys_name_alone_is_restored(ex):
+    hook, dhook, limit = sys.excepthook, sys.displayhook, sys.getrecursionlimit()
+    r = ex.run("import sys\nsys.displayhook = None")
+    assert sys.displayhook is dhook and r.repairs == ["sys.displayhook was replaced; restored"]
+    r = ex.run("import sys\nsys.excepthook = None")
+    assert sys.excepthook is hook and r.repairs == ["sys.excepthook was replaced; restored"]
+    r = ex.run("import sys\nsys.setrecursionlimit(321)")
+    assert sys.getrecursionlimit() == limit and r.repairs == [f"recursion limit was 321; reset to {limit}"]
+    out = sys.stdout
+    r = ex.run("import sys\ndel sys.stdout")
+    assert sys.stdout is out and r.repairs == ["sys.stdout was replaced; restored"]
+
+
+def test_builtin_deleted_and_readded_under_another_name(ex):
+    # Same number of builtins and the same values in order: still a deletion to repair.
+    names = list(vars(builtins))
+    last = names[-1]
+    r = ex.run(f"import builtins\nv = builtins.__dict__.pop({last!r})\nbuiltins.__dict__['zz_other'] = v")
+    try:
+        assert f"builtins.{last} was deleted; restored" in r.repairs
+        assert last in vars(builtins)
+    finally:
+        vars(builtins).pop("zz_other", None)
+
+
+def test_syntax_warning_shown_once_when_the_fast_path_falls_back(ex):
+    import warnings
+
+    for src in ("f = lambda y=1: y is 1", "x = 2 is 2", "print(3 is 3)"):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            r = ex.run(src)
+        assert r.ok and [w.category for w in seen] == [SyntaxWarning], src
+
+
+def test_plain_assignment_cells_skip_the_ast(monkeypatch):
+    import ast
+
+    def no_parse(*args, **kwargs):
+        raise AssertionError("ast.parse called")
+
+    monkeypatch.setattr(ast, "parse", no_parse)
+    for src in ("x = 1", "a, b = 1, 2", "x += 1", "import os", "x = f(\n    1)\ny = x"):
+        body, expr = Executor._compile(src, "<cell-1>")
+        assert expr is None and body.co_filename == "<cell-1>"

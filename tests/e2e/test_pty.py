@@ -178,3 +178,23 @@ def test_history_persists_across_runs(repl, server):
     child2.send("\r")
     child2.expect_exact("second answer")
     assert server.requests[-1]["messages"][-1]["content"] == "remember me"
+
+
+def test_ctrl_backslash_ends_a_cell_stuck_in_c_and_resume_reports_it(repl, server, clean_env):
+    """The last resort for a C call that holds the GIL: Ctrl-\\ dumps the stack and ends llmrepl."""
+    child = repl()
+    ask(child, "/py print('bu' + 'sy', flush=True); sum(range(10**12))")
+    child.expect_exact("busy")  # built at run time: the echo of the typed line does not match
+    child.sendcontrol("\\")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.signalstatus == 3  # SIGQUIT
+    (log,) = clean_env.glob("sessions/*/crash.log")
+    assert '"<cell-1>", line 1' in log.read_text()
+    server.reply("welcome back")
+    again = pexpect.spawn(LLMREPL, ["--base-url", server.base_url, "--resume"],
+                          env=env(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1"), encoding="utf-8", timeout=20)
+    again.expect_exact("cell 1 was running")
+    again.expect_exact("crash.log")
+    again.expect_exact(PROMPT)
+    again.terminate(force=True)
