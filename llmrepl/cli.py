@@ -332,6 +332,14 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
         mode="interactive" if interactive else ("one-shot" if args.command is not None else "batch"),
         resumed=stored is not None,
     )
+    if stored is None:
+        from .sessions import previous_crash
+
+        crash = previous_crash(state, sid)
+        if crash is not None:
+            display.notice(
+                f"the previous session ({crash[0]}) ended while cell {crash[1]} was running (os._exit, a "
+                f"crash, or a kill): `llmrepl --resume {crash[0]}` brings its conversation back", "warning")
     try:
         if stored is not None:
             from .resume import resume
@@ -385,6 +393,12 @@ def _resume_confirm(interactive: bool, yes: bool) -> Callable[[str], bool]:
 
 
 def _interactive(session: Any, display: Any, setup: ModelSetup, config: Any, state: Path) -> int:
+    if os.environ.get("TERM") == "dumb":  # no escape codes at all: the line-based front end
+        from .plain import run_plain
+
+        display.show(f"llmrepl {__version__} · model {session.model.model} · /help for commands · Ctrl-D exits")
+        setup.listen(lambda text, level: display.notice(text, level) if level != "info" else display.show(text))
+        return run_plain(session, display, before_send=lambda: setup.wait(3.0))
     from .ui import TerminalUI
 
     def warm_up() -> None:
@@ -431,6 +445,7 @@ def _batch(session: Any, display: Any, setup: ModelSetup, reviewer: Any, lines: 
     from .commands import dispatch, is_command
 
     first_message = True
+    failed = False
     if session.journal.error:
         _err(session.journal.error)
         session.journal.error = ""
@@ -455,8 +470,9 @@ def _batch(session: Any, display: Any, setup: ModelSetup, reviewer: Any, lines: 
             _err(session.journal.error)  # once, as the interactive UI does
             session.journal.error = ""
         if turn.error is not None:
+            # say it, and go on: later lines may be commands, or the server may be back;
+            # the exit status still tells a script that a message failed
             _err(str(turn.error))
-            session.journal.append("session_end", status="model_error")
-            return 1
-    session.journal.append("session_end")
-    return 0
+            failed = True
+    session.journal.append("session_end", status="model_error" if failed else "ok")
+    return 1 if failed else 0

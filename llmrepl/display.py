@@ -6,6 +6,7 @@ to the stream it was given, a reference taken before any cell could replace ``sy
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
@@ -18,6 +19,49 @@ if TYPE_CHECKING:
 __all__ = ["TerminalDisplay"]
 
 
+class _Limit:
+    """Shows the first ``head`` characters, then only counts, keeping the last ``tail`` to show
+    at the end: a cell printing 1 GB (or a 5 MB answer) costs the terminal ~250 KB, not 1 GB."""
+
+    def __init__(self, head: int, tail: int) -> None:
+        self.head, self.tail = head, tail
+        self.shown = self.hidden = 0
+        self._buf: deque[str] = deque()
+        self._buflen = 0
+
+    def take(self, text: str) -> str:
+        room = self.head - self.shown
+        if len(text) <= room:
+            self.shown += len(text)
+            return text
+        now = text[: max(room, 0)]
+        self.shown += len(now)
+        rest = text[len(now):]
+        self.hidden += len(rest)
+        if len(rest) >= self.tail:  # never copy the middle of a huge string
+            self._buf.clear()
+            self._buf.append(rest[len(rest) - self.tail :])
+            self._buflen = self.tail
+        else:
+            self._buf.append(rest)
+            self._buflen += len(rest)
+            while self._buflen - len(self._buf[0]) >= self.tail:
+                self._buflen -= len(self._buf.popleft())
+        return now
+
+    def flush(self, what: str) -> str:
+        """The marker and the kept tail, if anything was held back; then start over."""
+        if not self.hidden:
+            self.shown = 0
+            return ""
+        tail = "".join(self._buf)[-self.tail :]
+        tail = tail[tail.find("\n") + 1 :] if "\n" in tail[:-1] else tail  # start the tail at a line
+        skipped = self.hidden - len(tail)
+        self.shown = self.hidden = self._buflen = 0
+        self._buf.clear()
+        return f"\nllmrepl: [... {skipped:,} characters of {what} not shown ...]\n{tail}"
+
+
 class TerminalDisplay:
     """Implements ``session.Display`` by writing rendered text to ``out``."""
 
@@ -27,6 +71,9 @@ class TerminalDisplay:
         self.color = color
         self._renderer: StreamRenderer | None = None
         self._at_line_start = True
+        self._cell_limit = _Limit(head=200_000, tail=20_000)
+        self._answer_limit = _Limit(head=200_000, tail=4_000)
+        self._cell_number = 0
         # set by the UI while its prompt is up: output from threads a cell left running must be
         # drawn above the prompt, never through it
         self.redirect: Callable[[str, str], None] | None = None
@@ -36,7 +83,11 @@ class TerminalDisplay:
             return
         target = stream or self.out
         try:
-            target.write(text)
+            try:
+                target.write(text)
+            except UnicodeEncodeError:  # a lone surrogate, or a terminal that is not UTF-8
+                encoding = getattr(target, "encoding", None) or "utf-8"
+                target.write(text.encode(encoding, "replace").decode(encoding, "replace"))
             target.flush()
         except (OSError, ValueError):
             pass  # a closed pipe must not end the session
@@ -56,12 +107,13 @@ class TerminalDisplay:
         if self._renderer is None:
             self.answer_start()
         assert self._renderer is not None
-        self.write(self._renderer.feed(delta))
+        self.write(self._answer_limit.take(self._renderer.feed(delta)))
 
-    def answer_end(self, completion: Completion) -> None:
+    def answer_end(self, completion: Completion | None) -> None:
         if self._renderer is not None:
-            self.write(self._renderer.finish())
+            self.write(self._answer_limit.take(self._renderer.finish()))
             self._renderer = None
+        self.write(self._answer_limit.flush("this answer (the journal has all of it)"))
 
     def tool_code(self, code: str) -> None:
         self._line_start()
@@ -73,6 +125,9 @@ class TerminalDisplay:
         if redirect is not None:
             redirect(stream, text)
             return
+        text = self._cell_limit.take(text)
+        if not text:
+            return
         if stream == "stderr" and self.color:
             self.write(style(text, "red", True))
             self._at_line_start = text.endswith("\n")
@@ -80,6 +135,7 @@ class TerminalDisplay:
             self.write(text)
 
     def cell_result(self, result: ExecResult) -> None:
+        self.write(self._cell_limit.flush(f"cell {result.cell}'s output (_out[{result.cell}] keeps up to 1M)"))
         self._line_start()
         if result.value_repr is not None:
             self.write(result.value_repr + "\n")
@@ -89,6 +145,8 @@ class TerminalDisplay:
             self.notice(f"cell {result.cell} interrupted (Ctrl-C); the namespace is intact", "warning")
         elif result.error:
             self.write(style(result.error.rstrip("\n"), "red", self.color) + "\n")
+        if result.repairs:
+            self.notice("restored after the cell: " + "; ".join(result.repairs))
 
     def notice(self, text: str, level: str = "info") -> None:
         self._line_start()

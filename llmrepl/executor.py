@@ -344,7 +344,7 @@ class Executor:
                 if value is not None:
                     ns["_"] = ns[f"_{n}"] = value
                     buf = CappedBuffer(self.max_capture_chars)
-                    buf.add(_repr(value))
+                    buf.add(_bounded_repr(value) if main and not timed else _repr(value))
                     result.value_repr = buf.getvalue()
         except _BaseException as e:
             self._armed = False
@@ -501,3 +501,30 @@ class Executor:
             return ""
         self._record_input(f"{line}\n", echo=False)
         return line + "\n"
+
+
+REPR_LIMIT = 3.0  # seconds a value's repr may take before the REPL shows a placeholder
+
+
+class _ReprTimeout(BaseException):
+    pass
+
+
+def _raise_repr_timeout(signum: int, frame: FrameType | None) -> None:
+    raise _ReprTimeout
+
+
+def _bounded_repr(value: Any) -> str:
+    """repr() under a SIGALRM limit (re-firing, so a repr that swallows one is still stopped):
+    a __repr__ that hangs must not hang the REPL. Main thread only; the cell's own timeout,
+    when set, already covers it."""
+    old = _setsignal(_SIGALRM, _raise_repr_timeout)
+    _setitimer(_ITIMER_REAL, REPR_LIMIT, 0.5)
+    try:
+        return _repr(value)
+    except _ReprTimeout:
+        return f"<repr of {type(value).__name__} took longer than {REPR_LIMIT:g} s; the value itself is in _>"
+    finally:
+        _setitimer(_ITIMER_REAL, 0)
+        _setsignal(_SIGALRM, old)
+

@@ -64,7 +64,7 @@ class Journal:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, "[REDACTED]")
-        line = (text + "\n").encode("utf-8", "surrogatepass")
+        line = (text + "\n").encode("utf-8", "backslashreplace")  # always valid UTF-8 on disk
         if self._fd is None:
             self.unsaved.append(line)
             return
@@ -105,7 +105,7 @@ def read_journal(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], in
             try:
                 if not raw.endswith(b"\n"):
                     raise ValueError("torn")
-                rec = _loads(raw.decode("utf-8", "surrogatepass"))
+                rec = _loads(raw.decode("utf-8", "replace"))
                 if not isinstance(rec, dict):
                     raise ValueError("not an object")
                 good.append(rec)

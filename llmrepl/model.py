@@ -117,6 +117,11 @@ class _Answer:
         return "".join(self.parts)
 
     def emit(self, text: str) -> None:
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates from a broken server: replace, never crash
+                text = text.encode("utf-8", "replace").decode("utf-8")
         self.parts.append(text)
         if self.on_text is not None:
             try:

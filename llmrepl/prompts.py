@@ -167,6 +167,8 @@ def format_result(result: ExecResult, *, max_chars: int = 8000, edited: bool = F
     if error_cut:
         parts.append("Error:" if result.error_type != "SyntaxError" else "It did not run: SyntaxError.")
         parts.append(_fence(error_cut, lang=""))
+    if result.repairs:
+        parts.append("llmrepl restored after the cell: " + "; ".join(result.repairs[:8]))
     return "\n".join(parts)
 
 

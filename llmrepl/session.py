@@ -130,6 +130,11 @@ class Session:
 
     def _add(self, message: dict[str, Any]) -> None:
         """Every message that joins the conversation is journaled, so resume rebuilds it exactly."""
+        content = message.get("content")
+        if isinstance(content, str) and not _encodable(content):
+            # a lone surrogate (from a cell's output or a broken answer) would make every later
+            # request fail to encode: keep the message, replace what cannot be sent
+            message = {**message, "content": content.encode("utf-8", "replace").decode("utf-8")}
         start = bool(self.exchanges) and self.exchanges[-1] == len(self.messages)
         self.messages.append(message)
         self.journal.append("message", message=message, exchange_start=start)
@@ -225,6 +230,7 @@ class Session:
             timed_out=result.timed_out,
             figures=result.figures,
             output_chars=result.output_chars,
+            repairs=result.repairs,
         )
         self.display.cell_result(result)
         self.context.observe(self.executor.namespace)
@@ -384,6 +390,7 @@ class Session:
                 break
             except ModelError as e:
                 if e.kind != "context_length" or attempt == 2 or e.partial:
+                    self.display.answer_end(Completion(text=e.partial))  # show what arrived, then the error
                     raise
                 # the window we assumed was too big: use the limit the server states (OpenAI and
                 # vLLM say "maximum context length is N tokens"), else fit into less; retry once
@@ -432,6 +439,11 @@ class Session:
             self.display.notice(_cut_reason(completion, in_code=False), "warning")
             return "cut_off"
         if not extraction.code:
+            if not completion.text.strip():
+                self.display.notice(
+                    f"the model returned no text (finish_reason={completion.finish_reason}); send the message again",
+                    "warning",
+                )
             return "done"
         if cut_off:
             self.display.notice(_cut_reason(completion, in_code=False) + "; its code was not run", "warning")
@@ -494,6 +506,14 @@ class Session:
 
     def _tool_reply(self, call: ToolCall, content: str) -> None:
         self._add({"role": "tool", "tool_call_id": call.id, "content": content})
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _stated_limit(message: str) -> int | None:

@@ -11,6 +11,7 @@ one undone without a rewind stays, since its variables were kept). The same pass
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from .errors import LLMReplError
 from .journal import read_journal
 
 __all__ = [
+    "previous_crash",
     "SessionInfo",
     "CellRecord",
     "Entry",
@@ -507,4 +509,50 @@ def load_session(path: Path) -> StoredSession:
         undone=replay.undone,
         resets=replay.resets,
     )
+
+
+def previous_crash(state: Path, current: str) -> tuple[str, int] | None:
+    """(id, cell) when the newest other session ended while a cell was running (os._exit, a
+    segfault, kill -9), and it has not been reported yet. Reads only that journal's tail, so
+    it is cheap enough for startup; reporting it appends ``crash_reported`` to that journal."""
+    try:
+        names = sorted(n for n in os.listdir(sessions_dir(state)) if n.endswith(".jsonl") and n[:-6] != current)
+    except OSError:
+        return None
+    if not names:
+        return None
+    path = sessions_dir(state) / names[-1]
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 262_144))
+            tail = f.read().splitlines()
+    except OSError:
+        return None
+    open_cell: int | None = None
+    for raw in tail:
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            continue
+        if not isinstance(rec, dict):
+            continue
+        event = rec.get("event")
+        if event in ("session_end", "crash_reported", "resume", "session_start"):
+            open_cell = None
+        elif event == "cell_start" and not rec.get("replay"):
+            open_cell = rec.get("cell") if isinstance(rec.get("cell"), int) else None
+        elif event == "cell_end" and rec.get("cell") == open_cell:
+            open_cell = None
+    if open_cell is None:
+        return None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            os.write(fd, b'\n{"event":"crash_reported"}\n')
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    return names[-1][:-6], open_cell
 

@@ -602,3 +602,11 @@ def test_plain_assignment_cells_skip_the_ast(monkeypatch):
     for src in ("x = 1", "a, b = 1, 2", "x += 1", "import os", "x = f(\n    1)\ny = x"):
         body, expr = Executor._compile(src, "<cell-1>")
         assert expr is None and body.co_filename == "<cell-1>"
+
+
+def test_value_whose_repr_hangs_is_shown_as_a_placeholder_without_a_timeout():
+    ex = Executor()
+    r = ex.run("import time\nclass Stuck:\n    def __repr__(self):\n        time.sleep(60)\n        return 'never'\nStuck()")
+    assert r.ok and "took longer than" in r.value_repr
+    assert type(ex.namespace["_"]).__name__ == "Stuck"  # the value is kept
+    assert ex.run("1 + 1").value_repr == "2"

@@ -1,0 +1,148 @@
+"""API and network faults (reliability.md §5 B): the fake server fails, or there is no server.
+
+Batch mode: the faulty message is followed by the harness's ``/py`` alive check, so a
+session that gives up after a failed request fails property (a). The person's message
+must be in the journal whatever happened, and the key must never be echoed.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from .harness import fault_run, spawn_repl, write_config
+
+MSG = "please answer this fault message"
+
+
+def _timeout_config(tmp_path, seconds: float = 1):
+    return ["--config", str(write_config(tmp_path / "cfg" / "config.toml", f"[model]\ntimeout = {seconds}\n"))]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_401_bad_key(server):
+    """B1: 401 — "API key rejected" at once, no retries, the key never shown."""
+    server.require_key = "sk-the-right-one-000000000000000000"
+    r = fault_run(server, [MSG])
+    r.assert_ok(journaled=[("user", MSG)])
+    assert r.said("API key") and r.said("401"), r.excerpt()
+    assert len(server.requests) == 1, "a 401 must not be retried"
+
+
+def test_403_forbidden(server):
+    """B1 (403 variant): permission denied — says refused/403 and what to check."""
+    server.fail(403, "You are not allowed to sample from this model", code="model_access_denied")
+    r = fault_run(server, [MSG])
+    r.assert_ok(journaled=[("user", MSG)])
+    assert r.said("403") and r.said("not allowed to sample"), r.excerpt()
+
+
+def test_404_unknown_model(server):
+    """B10: 404 model_not_found — names the model and hints at /model and the base URL."""
+    server.strict_models = True
+    r = fault_run(server, [MSG], args=["-m", "no-such-model-xyz"])
+    r.assert_ok(journaled=[("user", MSG)])
+    assert r.said("no-such-model-xyz") and r.said("not found"), r.excerpt()
+
+
+def test_400_context_length_exceeded(server):
+    """B9: 400 context_length_exceeded — says the conversation no longer fits; nothing dropped silently."""
+    server.fail(400, "This model's maximum context length is 8192 tokens. However, your messages "
+                "resulted in 9001 tokens.", code="context_length_exceeded")
+    r = fault_run(server, [MSG])
+    r.assert_ok(journaled=[("user", MSG)])
+    assert r.said("context"), r.excerpt()
+
+
+def test_429_with_retry_after_then_success(server):
+    """B4: 429 with Retry-After: 1 — the wait is honoured, the retry's answer arrives."""
+    server.fail(429, "Rate limit reached", code="rate_limit_exceeded", retry_after=1)
+    server.reply("answer after the rate limit")
+    r = fault_run(server, [MSG])
+    r.assert_ok(journaled=[("assistant", "answer after the rate limit")])
+    assert "answer after the rate limit" in r.stdout
+    assert r.elapsed >= 1.0 and len(server.requests) == 2
+
+
+def test_500_then_success(server):
+    """B7: one 500, then a good answer — retried transparently; the answer is shown and journaled."""
+    server.fail(500, "The server had an error")
+    server.reply("recovered answer text")
+    r = fault_run(server, [MSG])
+    r.assert_ok(journaled=[("assistant", "recovered answer text")])
+    assert "recovered answer text" in r.stdout
+
+
+def test_503_three_times(server):
+    """B7: 503 on every attempt — gives up after the retries, says so with the status; message kept for a resend."""
+    server.fail(503, "Service temporarily overloaded", times=3)
+    r = fault_run(server, [MSG])
+    r.assert_ok(journaled=[("user", MSG)])
+    assert r.said("503") and r.said("again", "retry", "resend"), r.excerpt()
+    assert len(server.requests) == 3
+
+
+def test_connection_refused(server):
+    """B11: nothing listens on the port — "cannot reach <url>: connection refused"."""
+    url = f"http://127.0.0.1:{_free_port()}/v1"
+    r = fault_run(server, [MSG], base_url=url, timeout=30)
+    r.assert_ok(journaled=[("user", MSG)])
+    assert r.said("cannot reach") and r.said("refused"), r.excerpt()
+
+
+def test_dns_failure(server):
+    """B11: the host name does not resolve (reserved .invalid TLD) — says DNS / could not be resolved, fast."""
+    r = fault_run(server, [MSG], base_url="http://llmrepl-test.invalid/v1", timeout=30)
+    r.assert_ok(journaled=[("user", MSG)])
+    assert r.said("resolve", "DNS"), r.excerpt()
+    assert r.elapsed < 20
+
+
+def test_server_accepts_and_never_answers(server, tmp_path):
+    """B12: the server accepts and stays silent — llmrepl's own timeout (model.timeout = 1 s) fires with a clear message."""
+    for _ in range(3):  # the first attempt and the SDK's two retries
+        server.slow(30, "far too late")
+    r = fault_run(server, [MSG], args=_timeout_config(tmp_path), timeout=40)
+    r.assert_ok(journaled=[("user", MSG)])
+    assert r.said("model.timeout") and r.said("1 s"), r.excerpt()
+    assert r.elapsed < 15, f"took {r.elapsed:.1f} s with model.timeout = 1"
+
+
+def test_stream_cut_mid_answer(server):
+    """B14: the connection drops mid-stream — the partial answer is kept (shown and journaled) and marked incomplete."""
+    server.cut("The first half of the answer arrived and then")
+    r = fault_run(server, [MSG])
+    r.assert_ok(journaled=[("user", MSG), "The first half of the answer arrived"])
+    assert "The first half of the answer arrived and then" in r.stdout, "the partial answer was never shown"
+    assert r.said("lost", "cut", "incomplete"), r.excerpt()
+
+
+def test_stream_stalls_longer_than_timeout(server, tmp_path):
+    """B13: the stream goes silent mid-answer for longer than model.timeout — stopped, partial kept."""
+    server.stall("Partial text before the stall", 30)
+    r = fault_run(server, [MSG], args=_timeout_config(tmp_path), timeout=40)
+    r.assert_ok(journaled=[("user", MSG), "Partial text before the stall"])
+    assert "Partial text before the stall" in r.stdout, "the partial answer was never shown"
+    assert r.said("silent", "timeout", "timed out"), r.excerpt()
+    assert r.elapsed < 15
+
+
+def test_ctrl_c_during_slow_answer_abandons_the_request(server):
+    """B22: Ctrl-C while waiting for a slow answer — request abandoned, connection closed (server sees it), prompt back."""
+    server.slow(30, "this answer comes far too late")
+    repl = spawn_repl(server)
+    repl.ask(MSG)
+    deadline = time.monotonic() + 15
+    while not server.requests and time.monotonic() < deadline:
+        time.sleep(0.05)  # wait for the request to arrive (a condition, not a fixed delay)
+    assert server.requests, "the request never reached the server"
+    repl.intr()
+    assert server.disconnected.wait(5), "the server never saw the client hang up"
+    r = repl.finish()
+    r.assert_ok(journaled=[("user", MSG)])
+    assert "far too late" not in r.stdout
