@@ -392,6 +392,42 @@ def _resume_confirm(interactive: bool, yes: bool) -> Callable[[str], bool]:
     return ask
 
 
+_EARLY_PROMPT = "llm> "  # the same text as ui.PROMPT (a test checks it)
+
+
+def _early_prompt(display: Any) -> Callable[[], None] | None:
+    """Draw the prompt now, before prompt_toolkit has loaded (~100-150 ms on a slow machine).
+
+    The terminal goes into raw mode at once (no echo, no signals, no CR translation), so what
+    the person types meanwhile waits byte for byte and prompt_toolkit reads it as if typed at
+    its own prompt (Ctrl-C included). Returns the function that restores the terminal (the UI
+    calls it once its first prompt has returned), or None when not drawn (not a terminal).
+    """
+    import termios
+
+    out = sys.__stdout__
+    if out is None or not out.isatty() or not sys.stdin.isatty():
+        return None
+    fd = sys.stdin.fileno()
+    try:
+        saved = termios.tcgetattr(fd)
+        raw = termios.tcgetattr(fd)
+        raw[0] &= ~(termios.ICRNL | termios.INLCR | termios.IXON)
+        raw[3] &= ~(termios.ICANON | termios.ECHO | termios.ISIG | termios.IEXTEN)
+        termios.tcsetattr(fd, termios.TCSANOW, raw)
+    except (termios.error, OSError):
+        return None
+    display.write(_EARLY_PROMPT)
+
+    def restore() -> None:
+        try:
+            termios.tcsetattr(fd, termios.TCSANOW, saved)  # pending input is kept (no flush)
+        except (termios.error, OSError):
+            pass
+
+    return restore
+
+
 def _interactive(session: Any, display: Any, setup: ModelSetup, config: Any, state: Path) -> int:
     if os.environ.get("TERM") == "dumb":  # no escape codes at all: the line-based front end
         from .plain import run_plain
@@ -399,7 +435,20 @@ def _interactive(session: Any, display: Any, setup: ModelSetup, config: Any, sta
         display.show(f"llmrepl {__version__} · model {session.model.model} · /help for commands · Ctrl-D exits")
         setup.listen(lambda text, level: display.notice(text, level) if level != "info" else display.show(text))
         return run_plain(session, display, before_send=lambda: setup.wait(3.0))
-    from .ui import TerminalUI
+    where = f" at {config.model.base_url}" if config.model.base_url else ""
+    model_line = f"model {session.model.model}{where}" if setup.configured else "looking for a model..."
+    display.show(f"llmrepl {__version__} · {model_line} · /help for commands · Ctrl-D exits")
+    early = _early_prompt(display)
+    try:
+        return _run_ui(session, display, setup, config, state, early)
+    finally:
+        if early is not None:
+            early()  # whatever happened, leave the terminal as we found it
+
+
+def _run_ui(session: Any, display: Any, setup: ModelSetup, config: Any, state: Path,
+            early: Callable[[], None] | None) -> int:
+    from .ui import TerminalUI  # prompt_toolkit: the slowest import of the start
 
     def warm_up() -> None:
         """While the person types: what the first answer needs, so it is not paid then."""
@@ -433,10 +482,8 @@ def _interactive(session: Any, display: Any, setup: ModelSetup, config: Any, sta
         vi_mode=config.repl.vi_mode,
         before_send=lambda: setup.wait(3.0),
         after_first_prompt=warm_up,
+        early_prompt=early,
     )
-    where = f" at {config.model.base_url}" if config.model.base_url else ""
-    model_line = f"model {session.model.model}{where}" if setup.configured else "looking for a model..."
-    display.show(f"llmrepl {__version__} · {model_line} · /help for commands · Ctrl-D exits")
     setup.listen(ui.post)
     return ui.run()
 

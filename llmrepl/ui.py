@@ -202,11 +202,13 @@ class TerminalUI:
         output: Output | None = None,
         before_send: Callable[[], None] | None = None,
         after_first_prompt: Callable[[], None] | None = None,
+        early_prompt: Callable[[], None] | None = None,
     ) -> None:
         self.session = session
         self.display = display
         self.before_send = before_send
         self.after_first_prompt = after_first_prompt
+        self.early_prompt = early_prompt  # cli drew PROMPT already: restores the terminal
         if output is None:
             # bound to the real terminal: sys.stdout is the session's capture router
             output = create_output(stdout=sys.__stdout__)
@@ -287,6 +289,8 @@ class TerminalUI:
 
     def run(self) -> int:
         first = True
+        if self.early_prompt is not None:
+            self.display.write("\r\x1b[K")  # the real prompt (and anything typed so far) goes here
         while True:
             self._drain()
             if isinstance(self.history, SafeFileHistory) and self.history.failed:
@@ -307,6 +311,12 @@ class TerminalUI:
                 break
             finally:
                 self.display.redirect = None
+                if self.early_prompt is not None:
+                    # prompt_toolkit ran on top of the early raw mode (so no keystroke was ever
+                    # translated by a cooked terminal) and restored that on exit: now put back
+                    # the person's own settings, before any cell runs (Ctrl-C must be a signal)
+                    self.early_prompt()
+                    self.early_prompt = None
                 self._drain()
             self._resend = ""
             if not text.strip():

@@ -38,3 +38,9 @@ def test_help_does_not_import_prompt_toolkit():
 def test_public_api_is_exported():
     for name in llmrepl.__all__:
         assert getattr(llmrepl, name) is not None, name
+
+
+def test_the_early_prompt_is_the_real_prompt():
+    from llmrepl import cli, ui
+
+    assert cli._EARLY_PROMPT == ui.PROMPT

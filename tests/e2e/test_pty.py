@@ -198,3 +198,16 @@ def test_ctrl_backslash_ends_a_cell_stuck_in_c_and_resume_reports_it(repl, serve
     again.expect_exact("crash.log")
     again.expect_exact(PROMPT)
     again.terminate(force=True)
+
+
+def test_keys_typed_as_soon_as_the_prompt_appears_are_kept(server):
+    """The prompt is drawn before prompt_toolkit has loaded; what is typed at once (Ctrl-C,
+    Alt-Enter included) reaches it byte for byte."""
+    server.reply("got it")
+    child = pexpect.spawn(LLMREPL, ["--base-url", server.base_url], env=env(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1"),
+                          encoding="utf-8", timeout=20)
+    child.expect_exact(PROMPT)
+    child.send("\x03first\x1b\rsecond\r")  # no waiting: Ctrl-C clears, Alt-Enter adds a line
+    child.expect_exact("got it")
+    assert server.requests[0]["messages"][-1]["content"] == "first\nsecond"
+    child.terminate(force=True)
