@@ -93,6 +93,11 @@ class TerminalDisplay:
             pass  # a closed pipe must not end the session
         self._at_line_start = text.endswith("\n")
 
+    def clear_line(self) -> None:
+        """Erase the current terminal line (the early prompt the real one replaces)."""
+        self.write("\r\x1b[K")
+        self._at_line_start = True
+
     def _line_start(self) -> None:
         if not self._at_line_start:
             self.write("\n")

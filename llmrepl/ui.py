@@ -290,7 +290,7 @@ class TerminalUI:
     def run(self) -> int:
         first = True
         if self.early_prompt is not None:
-            self.display.write("\r\x1b[K")  # the real prompt (and anything typed so far) goes here
+            self.display.clear_line()  # the real prompt (and anything typed so far) goes here
         while True:
             self._drain()
             if isinstance(self.history, SafeFileHistory) and self.history.failed:
