@@ -489,7 +489,7 @@ def _run_ui(session: Any, display: Any, setup: ModelSetup, config: Any, state: P
 
 
 def _batch(session: Any, display: Any, setup: ModelSetup, reviewer: Any, lines: Any) -> int:
-    from .commands import dispatch, is_command
+    from .commands import is_command
 
     first_message = True
     failed = False
@@ -501,10 +501,7 @@ def _batch(session: Any, display: Any, setup: ModelSetup, reviewer: Any, lines: 
         if not line:
             continue
         if is_command(line):
-            result = dispatch(line, session)
-            if result.text:
-                display.show(result.text, result.level)
-            if result.exit:
+            if display.command(line, session):
                 break
             continue
         if first_message:

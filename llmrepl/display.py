@@ -15,6 +15,7 @@ from .render import StreamRenderer, highlight_code, strip_controls, style
 if TYPE_CHECKING:
     from .executor import ExecResult
     from .model import Completion
+    from .session import Session
 
 __all__ = ["TerminalDisplay"]
 
@@ -157,6 +158,15 @@ class TerminalDisplay:
         self._line_start()
         color = {"warning": "yellow", "error": "red"}.get(level, "dim")
         self.write(style(f"llmrepl: {strip_controls(text)}", color, self.color) + "\n")
+
+    def command(self, line: str, session: Session) -> bool:
+        """Run a /command and show what it says; True when it asks to leave."""
+        from .commands import dispatch
+
+        result = dispatch(line, session)
+        if result.text:
+            self.show(result.text, result.level)
+        return result.exit
 
     def show(self, text: str, level: str = "info") -> None:
         """Text from a command (already meant for the person)."""

@@ -13,13 +13,13 @@ import base64
 import io
 import os
 import re
-import tempfile
 import tokenize
 from pathlib import Path
 from typing import Any
 
 from .errors import LLMReplError
 from .extract import PYTHON_TAGS, code_from_tool_call, extract_code
+from .fileio import atomic_write_text
 from .sessions import CellRecord, Entry, StoredSession
 
 __all__ = ["transcript_markdown", "export_py", "export_ipynb", "write_export", "FORMATS"]
@@ -402,31 +402,7 @@ def _count(n: int, noun: str) -> str:
 
 
 def _write_private(path: Path, text: str) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    tmp = ""
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")  # 0600
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = ""
+        atomic_write_text(path, text)
     except OSError as e:
         raise LLMReplError(f"cannot write {path}: {e.strerror or e}") from e
-    finally:
-        if tmp:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-    try:
-        dfd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)

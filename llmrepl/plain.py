@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from .commands import dispatch, is_command
+from .commands import is_command
 from .display import TerminalDisplay
 from .review import Decision
 from .session import Session
@@ -70,10 +70,7 @@ def run_plain(session: Session, display: TerminalDisplay, *, stdin: TextIO | Non
             continue
         try:
             if is_command(line):
-                result = dispatch(line, session)
-                if result.text:
-                    display.show(result.text, result.level)
-                if result.exit:
+                if display.command(line, session):
                     break
                 continue
             if before_send is not None:

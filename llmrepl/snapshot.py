@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from llmrepl.errors import LLMReplError
+from llmrepl.fileio import fsync_dir, private_temp
 
 __all__ = ["RestoreReport", "SnapshotError", "SnapshotInfo", "SnapshotStore"]
 
@@ -209,7 +210,7 @@ class SnapshotStore:
         manifest = {"format": FORMAT, "key": key, "created": time.time(), "entries": ordered,
                     "skipped": info.skipped, "bytes": used}
         if info.written:
-            _fsync_dir(self._blobs)
+            fsync_dir(self._blobs)
         self._write_manifest(key, manifest)
         self._reuse = reuse
         self._prune()
@@ -281,7 +282,7 @@ class SnapshotStore:
     def _write_blob(self, value: Any, namespace: Mapping[str, Any], limit: int) -> tuple[str, int, bool]:
         """Pickle ``value`` into the blob store: (digest, size, newly written)."""
         try:
-            fd, tmp = _temp(self._blobs)
+            fd, tmp = private_temp(self._blobs)
         except OSError as e:
             raise _DiskError(e.strerror or str(e)) from e
         try:
@@ -331,7 +332,7 @@ class SnapshotStore:
         fname = f"{seq:08d}-{key}.json"
         data = json.dumps(manifest).encode("ascii")  # escaped: lone surrogates cannot break it
         try:
-            fd, tmp = _temp(self._manifests)
+            fd, tmp = private_temp(self._manifests)
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
@@ -341,7 +342,7 @@ class SnapshotStore:
             except BaseException:
                 _unlink_quiet(tmp)
                 raise
-            _fsync_dir(self._manifests)
+            fsync_dir(self._manifests)
         except OSError as e:
             raise SnapshotError(f"cannot write snapshot {key} to {self.folder}: {e.strerror or e}") from e
         for _, old_key, old in existing:
@@ -549,27 +550,6 @@ def _is_immutable(value: Any, depth: int = 0) -> bool:
     if type(value) in (tuple, frozenset) and depth < 10 and len(value) <= 1000:
         return all(_is_immutable(v, depth + 1) for v in value)
     return False
-
-
-def _temp(folder: Path) -> tuple[int, str]:
-    name = folder / f".{os.getpid()}-{os.urandom(6).hex()}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(name, flags, 0o600)
-    os.fchmod(fd, 0o600)
-    return fd, str(name)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems refuse fsync on folders
-        pass
-    finally:
-        os.close(fd)
 
 
 def _size_of(path: Path) -> int:

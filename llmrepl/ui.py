@@ -26,7 +26,7 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.layout import FormattedTextControl, Layout, Window
 from prompt_toolkit.output import Output, create_output
 
-from .commands import commands, dispatch, is_command
+from .commands import commands, is_command
 from .display import TerminalDisplay
 from .session import Decision, Session
 
@@ -335,13 +335,10 @@ class TerminalUI:
 
     def _command(self, line: str) -> bool:
         try:
-            result = dispatch(line, self.session)
+            return self.display.command(line, self.session)
         except KeyboardInterrupt:
             self.display.notice("interrupted", "warning")
             return False
-        if result.text:
-            self.display.show(result.text, result.level)
-        return result.exit
 
     def _message(self, text: str) -> None:
         try:
