@@ -3,7 +3,7 @@
 The capture keeps the head and tail of each stream in constant memory (a cell may print
 gigabytes), echoes writes live to an :class:`OutputSink`, and survives user code that
 "closes" it. Hot-path names are bound at import so a cell that sabotages builtins cannot
-break the capture. See research/reliability.md §2.5 and A.2.
+break the capture. See the project's research notes, ../shared/research/reliability.md §2.5 and A.2.
 """
 
 from __future__ import annotations

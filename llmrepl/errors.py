@@ -31,7 +31,8 @@ class ModelError(LLMReplError):
 
     ``kind`` is a short machine-readable tag (``auth``, ``not_found``, ``connection``,
     ``timeout``, ``rate_limit``, ``server``, ``bad_request``, ``context_length``,
-    ``bad_response``, ``no_model``); ``retryable`` says whether resending may work.
+    ``bad_response``, ``no_model``, ``too_long``: not sent, it could not fit the window);
+    ``retryable`` says whether resending may work.
     ``partial`` holds whatever text arrived before the failure (kept, never run).
     """
 

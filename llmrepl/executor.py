@@ -3,7 +3,7 @@
 Cells run in-process on the calling thread. ``run()`` never raises: exceptions,
 ``SystemExit``, Ctrl-C and timeouts are stored on the :class:`ExecResult`. Global state a
 cell may break (std streams, builtins, hooks, signal handlers, recursion limit) is
-restored after every cell, builtins first. See research/reliability.md §2.
+restored after every cell, builtins first. See the project's research notes, ../shared/research/reliability.md §2.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Selected with ``MPLBACKEND=module://llmrepl.mpl_backend`` (the executor sets it before
 matplotlib is imported). Figures go to the running executor's figure folder, and a line
 ``[figure saved: PATH]`` is written to ``sys.stdout`` so the cell's output shows it.
-Only matplotlib imports this module. See research/reliability.md §2.10 and A.6.
+Only matplotlib imports this module. See the project's research notes, ../shared/research/reliability.md §2.10 and A.6.
 """
 
 from __future__ import annotations

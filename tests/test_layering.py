@@ -7,7 +7,11 @@ import sys
 
 import llmrepl
 
-ENGINE = ["session", "commands", "executor", "extract", "journal", "model", "prompts", "config", "errors"]
+ENGINE = [
+    "session", "commands", "executor", "capture", "extract", "journal", "model", "model_errors", "prompts",
+    "config", "errors", "context", "budget", "tokens", "digest", "review", "risk", "redact", "pricing",
+    "sessions", "resume", "export", "snapshot", "probe", "fileio",
+]
 
 
 def modules_after(code: str) -> set[str]:

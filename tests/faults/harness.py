@@ -1,4 +1,4 @@
-"""One harness for the fault catalogue (issue 5, research/reliability.md §5).
+"""One harness for the fault catalogue (issue 5, ../shared/research/reliability.md §5).
 
 Every fault test runs the *installed* ``llmrepl`` command (batch mode through a pipe, or an
 interactive session in a pseudo-terminal) and then checks the four properties of the issue
