@@ -323,6 +323,8 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
         from .snapshot import SnapshotStore
 
         session.enable_snapshots(SnapshotStore(state / "sessions" / sid / "snapshots"))
+    if interactive:
+        _own_the_keys()  # before faulthandler chains to SIGQUIT's disposition
     _last_resort(state / "sessions" / sid)
     sink.executor, sink.journal = executor, journal
     executor.install_streams()  # the display keeps the real streams; see Executor.install_streams
@@ -426,6 +428,19 @@ def _early_prompt(display: Any) -> Callable[[], None] | None:
             pass
 
     return restore
+
+
+def _own_the_keys() -> None:
+    """Interactive llmrepl promises that Ctrl-C interrupts and Ctrl-\\ is the last resort,
+    even when it was started from something that ignores those signals (a background job of
+    a non-interactive shell inherits SIGINT and SIGQUIT ignored). Batch mode keeps them as
+    inherited (nohup semantics)."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if hasattr(signal, "SIGQUIT") and signal.getsignal(signal.SIGQUIT) is signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def _interactive(session: Any, display: Any, setup: ModelSetup, config: Any, state: Path) -> int:

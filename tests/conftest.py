@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -11,6 +12,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fakeserver import FakeOpenAI  # noqa: E402
+
+# A job started in the background by a non-interactive shell ("cmd &", some CI launchers)
+# inherits SIGINT and SIGQUIT ignored, and so would every llmrepl the tests start: the
+# Ctrl-C / Ctrl-\ tests need the ordinary dispositions, whoever launched pytest.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+if hasattr(signal, "SIGQUIT"):
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 @pytest.fixture(autouse=True)
