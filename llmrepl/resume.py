@@ -29,8 +29,10 @@ def replayable_cells(stored: StoredSession) -> list[tuple[int, str]]:
 def resume(session: Session, stored: StoredSession, display: Display, *, confirm: Callable[[str], bool]) -> None:
     """Rebuild ``session`` from ``stored``; ``confirm(question)`` asks before re-running cells."""
     info = stored.info
-    messages, exchanges = _answer_open_tool_calls(stored.messages, stored.exchanges, info.crashed_in_cell)
-    session.restore_conversation(messages, exchanges)
+    session.restore_conversation(stored.messages, stored.exchanges)
+    where = f"cell {info.crashed_in_cell}" if info.crashed_in_cell is not None else "this call"
+    session.close_open_tool_calls(
+        f"Not finished: the llmrepl process ended while {where} was running; its effects are lost.")
     session.journal.append("resume", messages=len(stored.messages), cells=len(stored.cells))
     started = info.started.strftime("%Y-%m-%d %H:%M") if info.started else "unknown time"
     display.notice(f"resumed session {info.id} from {started}: {len(stored.messages)} messages, "
@@ -76,35 +78,6 @@ def resume(session: Session, stored: StoredSession, display: Display, *, confirm
         display.notice(f"re-ran {len(results)} cells; the namespace is rebuilt")
         session.note(f"This session was resumed in a new llmrepl process. The namespace was rebuilt by re-running "
                      f"all {len(results)} earlier cells: the variables exist again.")
-
-
-def _answer_open_tool_calls(messages: list[dict[str, Any]], exchanges: list[int],
-                            crashed: int | None) -> tuple[list[dict[str, Any]], list[int]]:
-    """Every tool call gets its tool message (the API rejects a history without them): a call
-    whose cell was running when the process died is answered as not finished."""
-    answered = {m.get("tool_call_id") for m in messages if m.get("role") == "tool"}
-    out: list[dict[str, Any]] = []
-    new_index: list[int] = []  # old message index -> index in `out`
-    i = 0
-    while i < len(messages):
-        new_index.append(len(out))
-        message = messages[i]
-        out.append(message)
-        i += 1
-        calls = message.get("tool_calls") if message.get("role") == "assistant" else None
-        if not calls:
-            continue
-        while i < len(messages) and messages[i].get("role") == "tool":  # the answers it has
-            new_index.append(len(out))
-            out.append(messages[i])
-            i += 1
-        where = f"cell {crashed}" if crashed is not None else "this call"
-        for call in calls:
-            if call.get("id") not in answered:
-                out.append({"role": "tool", "tool_call_id": call.get("id"), "content": (
-                    f"[llmrepl] Not finished: the llmrepl process ended while {where} was running; "
-                    "its effects are lost.")})
-    return out, [new_index[e] if e < len(new_index) else len(out) for e in exchanges]
 
 
 def _from_snapshot(session: Session, display: Display) -> bool:

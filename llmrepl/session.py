@@ -106,6 +106,7 @@ class Session:
         self._unsaved_names: set[str] = set()
         self.context = context or Context(max_output_chars=max_output_chars)
         self.on_model_change: Callable[[str], None] | None = None
+        self._stop_after_step = False
         self.input_price: float | None = None
         self.output_price: float | None = None
 
@@ -210,6 +211,16 @@ class Session:
         cell = self.executor.cell_count + 1
         self.journal.append("cell_start", cell=cell, code=code)
         result = self.executor.run(code)
+        try:
+            self._after_cell(result)
+        except KeyboardInterrupt:
+            # Ctrl-C that landed after the cell finished: keep its result (the caller still feeds
+            # it back) and stop the loop after this step, instead of losing the record midway
+            self._stop_after_step = True
+            self.display.notice("Ctrl-C after the cell finished: its result is kept; stopping here", "warning")
+        return result
+
+    def _after_cell(self, result: ExecResult) -> None:
         self._scrub(result)
         # the whole captured output stays reachable, as IPython's Out: _out[N] (and _ / _N hold values)
         outputs = self.executor.namespace.get("_out")
@@ -236,7 +247,6 @@ class Session:
         self.context.observe(self.executor.namespace)
         if self.snapshots is not None:
             self._snapshot(f"cell-{result.cell:04d}")
-        return result
 
     # -- resuming a stored session ------------------------------------------------------
 
@@ -325,7 +335,37 @@ class Session:
     # -- the loop -------------------------------------------------------------------------
 
     def step(self, text: str, reviewer: Reviewer) -> TurnResult:
-        """Send one message and run the feed-back loop until it settles."""
+        """Send one message and run the feed-back loop until it settles.
+
+        A Ctrl-C that escapes the model call or a cell (it landed in llmrepl's own work in
+        between) ends the turn cleanly: every tool call still gets its answer, so the next
+        request is valid."""
+        self._stop_after_step = False
+        try:
+            return self._step(text, reviewer)
+        except KeyboardInterrupt:
+            self.close_open_tool_calls("Not run to the end: the user pressed Ctrl-C.")
+            self.display.notice("interrupted; the conversation and the namespace are kept", "warning")
+            return TurnResult(stop="interrupted")
+
+    def close_open_tool_calls(self, reason: str) -> int:
+        """Answer every tool call of the last assistant message that has no tool message yet
+        (the API rejects such a history). Returns how many were answered."""
+        for i in range(len(self.messages) - 1, -1, -1):
+            message = self.messages[i]
+            if message.get("role") == "assistant":
+                calls = message.get("tool_calls") or []
+                later = self.messages[i + 1:]
+                if not calls or any(m.get("role") not in ("tool",) for m in later):
+                    return 0  # no calls, or the history moved on past them
+                answered = {m.get("tool_call_id") for m in later}
+                missing = [c for c in calls if c.get("id") not in answered]
+                for call in missing:
+                    self._add({"role": "tool", "tool_call_id": call.get("id"), "content": f"{_NOTE}{reason}"})
+                return len(missing)
+        return 0
+
+    def _step(self, text: str, reviewer: Reviewer) -> TurnResult:
         turn = TurnResult()
         self._start_exchange()
         first = len(self.messages)
@@ -357,6 +397,9 @@ class Session:
                 stop = self._handle_text(completion, reviewer, turn)
             if stop:
                 turn.stop = stop
+                return turn
+            if self._stop_after_step:
+                turn.stop = "interrupted"
                 return turn
         turn.stop = "max_steps"
         self.display.notice(

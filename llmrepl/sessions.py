@@ -442,7 +442,9 @@ class _Replay:
 
     def _on_undo(self, rec: dict[str, Any]) -> None:
         removed = max(0, int(rec.get("removed") or 0))
-        keep = max(0, len(self.messages) - removed)
+        # /undo always cuts at the start of the last exchange: use that when known, so a count
+        # that differs from the live session's (messages it never journaled) cannot skew it
+        keep = self.exchanges[-1] if self.exchanges else max(0, len(self.messages) - removed)
         del self.messages[keep:]
         self.exchanges = [e for e in self.exchanges if e < keep]
         self.undone += 1

@@ -8,7 +8,7 @@ from llmrepl.errors import ModelError
 from llmrepl.executor import Executor
 from llmrepl.journal import Journal, read_journal
 from llmrepl.model import Completion, ScriptedModel, ToolCall
-from llmrepl.session import AutoApprove, NoRun, NullDisplay, ScriptedReviewer, Session
+from llmrepl.session import AutoApprove, Decision, NoRun, NullDisplay, ScriptedReviewer, Session
 
 
 def make(*replies, **kw):
@@ -338,3 +338,45 @@ def test_streamed_lines_are_journaled_before_they_are_shown(tmp_path):
     assert "line one\n" in journaled and "line two\n" in journaled
     first_shown_newline = next(i for i, (k, t) in enumerate(events) if k == "shown" and "\n" in t)
     assert events[first_shown_newline - 1][0] == "journaled"
+
+
+def test_ctrl_c_after_a_tool_call_cell_still_answers_the_call():
+    calls = [ToolCall("c1", "run_python", '{"code": "v = 1"}')]
+
+    class Breaking(NullDisplay):
+        def cell_result(self, result):
+            raise KeyboardInterrupt  # lands in llmrepl's own work right after the cell
+
+    model = ScriptedModel([Completion(tool_calls=calls, finish_reason="tool_calls"), "ok"])
+    session = Session(model, Executor(), display=Breaking())
+    turn = session.step("go", AutoApprove())
+    assert turn.stop == "interrupted" and session.executor.namespace["v"] == 1
+    session.display = NullDisplay()
+    session.step("next", ScriptedReviewer([]))
+    sent = model.calls[1]["messages"]
+    i = next(k for k, m in enumerate(sent) if m.get("tool_calls"))
+    assert sent[i + 1]["role"] == "tool" and sent[i + 1]["tool_call_id"] == "c1"
+
+
+def test_ctrl_c_in_the_middle_of_the_loop_leaves_a_valid_history():
+    calls = [ToolCall("c1", "run_python", '{"code": "w = 1"}'), ToolCall("c2", "run_python", '{"code": "w = 2"}')]
+
+    class Reviewer:
+        def review(self, code, *, cell):
+            if "w = 2" in code:
+                raise SystemError("unreachable")
+            return Decision("run", code)
+
+    model = ScriptedModel([Completion(tool_calls=calls, finish_reason="tool_calls"), "ok"])
+    session = Session(model, Executor(), display=NullDisplay())
+    original = session.run_cell
+
+    def run_then_interrupt(code):
+        result = original(code)
+        raise KeyboardInterrupt
+
+    session.run_cell = run_then_interrupt
+    turn = session.step("go", Reviewer())
+    assert turn.stop == "interrupted"
+    tool_ids = [m["tool_call_id"] for m in session.messages if m["role"] == "tool"]
+    assert sorted(tool_ids) == ["c1", "c2"]
