@@ -162,11 +162,12 @@ class Session:
             if self.snapshots is None:
                 result.summary = "variables were kept (repl.snapshots is off)"
             else:
-                key = f"cell-{first_cell:04d}" if first_cell else "start"
-                report = self.snapshots.restore(key, self.executor.namespace)
+                report = self.snapshots.restore(self._snapshot_key(first_cell), self.executor.namespace)
                 report.label = f"before cell {first_cell + 1}"
                 result.rewound = report.error is None
                 result.summary = report.summary()
+                if result.rewound:
+                    self._snapshot(self._snapshot_key())  # the newest snapshot is the rewound namespace
         self.journal.append("undo", removed=removed, rewound=result.rewound, note=result.summary)
         return result
 
@@ -177,13 +178,20 @@ class Session:
         self.exchange_cells.clear()
         self.executor.reset()
         if self.snapshots is not None:
-            self._snapshot("start")
+            self._snapshot(self._snapshot_key())  # the empty namespace, under the current number
         self.journal.append("reset")
 
     def enable_snapshots(self, store: SnapshotStore) -> None:
         """Save the picklable namespace after every cell, so /undo can rewind it."""
         self.snapshots = store
-        self._snapshot(f"cell-{self.executor.cell_count:04d}" if self.executor.cell_count else "start")
+        self._snapshot(self._snapshot_key())
+
+    def _snapshot_key(self, cell: int | None = None) -> str:
+        """The snapshot that mirrors the namespace as it is after ``cell`` (default: now).
+        Kept true after /reset and after an /undo rewind too, so a later /undo or --resume
+        never brings back what was reset or undone."""
+        n = self.executor.cell_count if cell is None else cell
+        return f"cell-{n:04d}" if n else "start"
 
     def _snapshot(self, key: str) -> None:
         if self.snapshots is None:
@@ -246,7 +254,7 @@ class Session:
         self.display.cell_result(result)
         self.context.observe(self.executor.namespace)
         if self.snapshots is not None:
-            self._snapshot(f"cell-{result.cell:04d}")
+            self._snapshot(self._snapshot_key(result.cell))
 
     # -- resuming a stored session ------------------------------------------------------
 
@@ -269,7 +277,7 @@ class Session:
             results.append(result)
         self.context.observe(self.executor.namespace)
         if self.snapshots is not None and cells:
-            self._snapshot(f"cell-{self.executor.cell_count:04d}")
+            self._snapshot(self._snapshot_key())
         return results
 
     def note(self, text: str) -> None:

@@ -380,3 +380,26 @@ def test_ctrl_c_in_the_middle_of_the_loop_leaves_a_valid_history():
     assert turn.stop == "interrupted"
     tool_ids = [m["tool_call_id"] for m in session.messages if m["role"] == "tool"]
     assert sorted(tool_ids) == ["c1", "c2"]
+
+
+def test_snapshots_never_bring_back_what_was_reset_or_undone(tmp_path):
+    from llmrepl.resume import _from_snapshot
+    from llmrepl.snapshot import SnapshotStore
+
+    session, model, _ = make("```python\nold_secret = 1\n```", "a", "```python\nfresh = 2\n```", "b",
+                             "```python\nundone_var = 3\n```", "c")
+    store = SnapshotStore(tmp_path / "snaps")
+    session.enable_snapshots(store)
+    session.step("one", AutoApprove())
+    session.reset()
+    session.step("two", AutoApprove())
+    session.undo()  # back to just after the reset: empty
+    assert "old_secret" not in session.executor.namespace and "fresh" not in session.executor.namespace
+    session.step("three", AutoApprove())
+    session.undo()
+    assert "undone_var" not in session.executor.namespace
+    # a later resume from the newest snapshot sees the same namespace as the live session
+    other = Session(ScriptedModel([]), Executor(), display=NullDisplay())
+    other.snapshots = store
+    assert _from_snapshot(other, other.display)
+    assert not ({"old_secret", "fresh", "undone_var"} & set(other.executor.user_variables()))
