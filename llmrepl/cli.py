@@ -219,7 +219,7 @@ def _export(spec: list[str], state: Path) -> int:
         return 2
     try:
         info = find_session(state, spec[1] if len(spec) > 1 else "")
-        message = write_export(load_session(info.path), Path(spec[0]).expanduser())
+        message = write_export(load_session(info.path), Path(spec[0]))  # expands ~ itself
     except LLMReplError as e:
         _err(str(e))
         return 2

@@ -216,7 +216,7 @@ def _write(session: Session, target: str) -> CommandResult:
     if path is None or session.journal.error:
         return CommandResult("the session journal could not be written, so there is nothing to export", level="error")
     try:
-        return CommandResult(write_export(load_session(path), Path(target).expanduser()))
+        return CommandResult(write_export(load_session(path), Path(target)))  # write_export expands ~
     except LLMReplError as e:
         return CommandResult(str(e), level="error")
     except OSError as e:

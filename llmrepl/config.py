@@ -288,7 +288,7 @@ def _coerce_flag(key: str, value: object) -> object:
 
 def _path_from(env: Mapping[str, str], name: str) -> Path | None:
     value = env.get(name, "")
-    return Path(value).expanduser() if value else None
+    return Path(os.path.expanduser(value)) if value else None  # os.path's never raises on ~nosuchuser
 
 
 def _home(env: Mapping[str, str]) -> Path:
@@ -334,7 +334,7 @@ def load_config(
     """
     env = os.environ if env is None else env
     explicit = path is not None or bool(env.get("LLMREPL_CONFIG"))
-    file = Path(path).expanduser() if path is not None else default_config_path(env)
+    file = Path(os.path.expanduser(path)) if path is not None else default_config_path(env)
 
     values: dict[str, object] = {}
     read: str | None = None

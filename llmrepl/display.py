@@ -163,7 +163,11 @@ class TerminalDisplay:
         """Run a /command and show what it says; True when it asks to leave."""
         from .commands import dispatch
 
-        result = dispatch(line, session)
+        try:
+            result = dispatch(line, session)
+        except Exception as e:  # a bug in a command costs that command, never the session
+            self.notice(f"{line.split()[0]} failed: {type(e).__name__}: {e}", "error")
+            return False
         if result.text:
             self.show(result.text, result.level)
         return result.exit

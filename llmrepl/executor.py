@@ -209,6 +209,8 @@ class Executor:
         """The names the user's code made: no dunders, no ``_``/``_N``/``_out`` history, no injected exit/quit."""
         out = {}
         for name, value in self.namespace.items():
+            if not isinstance(name, str):
+                continue  # globals()[1] = 2 is legal; such a key is not a variable name
             if name.startswith("__") and name.endswith("__"):
                 continue
             if name in ("_", "_out") or (name[:1] == "_" and name[1:].isdigit()):

@@ -355,6 +355,15 @@ class Session:
             self.close_open_tool_calls("Not run to the end: the user pressed Ctrl-C.")
             self.display.notice("interrupted; the conversation and the namespace are kept", "warning")
             return TurnResult(stop="interrupted")
+        except AssertionError:
+            raise  # test fakes signal misuse this way; never hide it
+        except Exception as e:
+            # a bug in llmrepl costs this message, never the session or the namespace
+            self.journal.append("internal_error", error=f"{type(e).__name__}: {e}")
+            self.close_open_tool_calls("Not run to the end: llmrepl hit an internal error.")
+            self.display.notice(f"llmrepl hit an internal error ({type(e).__name__}: {e}); the conversation "
+                                "and the namespace are kept", "error")
+            return TurnResult(stop="error")
 
     def close_open_tool_calls(self, reason: str) -> int:
         """Answer every tool call of the last assistant message that has no tool message yet
@@ -576,7 +585,7 @@ def _tool_call_dict(call: ToolCall) -> dict[str, Any]:
     args = call.arguments
     try:
         json.loads(args, strict=False)
-    except ValueError:
+    except (ValueError, RecursionError):
         args = json.dumps({"broken_arguments": args})  # servers reject invalid JSON in history
     return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": args}}
 

@@ -73,3 +73,11 @@ def test_auto_toggles_and_sets():
     dispatch("/auto on", s)
     assert s.auto_run
     assert dispatch("/auto maybe", s).level == "error"
+
+
+def test_odd_namespace_keys_and_paths_never_raise_out_of_a_command(tmp_path):
+    s = make()
+    dispatch("/py globals()[1] = 2; ok = 3", s)
+    assert "ok" in dispatch("/vars", s).text
+    res = dispatch("/save ~no-such-user-llmrepl/x.md", s)
+    assert res.level == "error" or "cannot" in (res.text or "")

@@ -372,7 +372,7 @@ def test_ctrl_c_in_the_middle_of_the_loop_leaves_a_valid_history():
     original = session.run_cell
 
     def run_then_interrupt(code):
-        result = original(code)
+        original(code)
         raise KeyboardInterrupt
 
     session.run_cell = run_then_interrupt
@@ -403,3 +403,16 @@ def test_snapshots_never_bring_back_what_was_reset_or_undone(tmp_path):
     other.snapshots = store
     assert _from_snapshot(other, other.display)
     assert not ({"old_secret", "fresh", "undone_var"} & set(other.executor.user_variables()))
+
+
+def test_an_internal_error_costs_the_message_not_the_session():
+    class Broken(NullDisplay):
+        def answer_end(self, completion):
+            raise ValueError("display bug")
+
+    model = ScriptedModel(["hello", "again"])
+    session = Session(model, Executor(), display=Broken())
+    turn = session.step("hi", ScriptedReviewer([]))
+    assert turn.stop == "error"
+    session.display = NullDisplay()
+    assert session.step("next", ScriptedReviewer([])).stop == "done"
