@@ -168,6 +168,10 @@ def _summarize(path: Path, records: Iterable[dict[str, Any] | None]) -> SessionI
         t = rec.get("t")
         if first_t is None and isinstance(t, (int, float)):
             first_t = float(t)
+        if rec.get("replay"):
+            continue  # cells re-run by --resume were counted when they first ran
+        if event in ("session_start", "resume"):
+            open_cell = None  # a later run of this session: an earlier crash is dealt with
         if event == "session_start":
             if started is None and isinstance(t, (int, float)):
                 started = float(t)

@@ -399,3 +399,19 @@ def test_resume_answers_a_tool_call_whose_cell_never_finished(tmp_path):
     assert msgs[i + 1]["role"] == "tool" and msgs[i + 1]["tool_call_id"] == "call_1"
     assert "Not finished" in msgs[i + 1]["content"]
     assert any("cell 1 was running" in (m.get("content") or "") for m in msgs if m["role"] == "user")
+
+
+def test_a_crash_is_reported_by_one_resume_not_every_later_one(tmp_path):
+    path = tmp_path / "sessions" / "20260101-000000-3.jsonl"
+    j = Journal(path)
+    j.append("session_start", id="20260101-000000-3", model="m")
+    j.append("user", text="go")
+    j.append("message", message={"role": "user", "content": "go"}, exchange_start=True)
+    j.append("cell_start", cell=1, code="import os; os._exit(1)")
+    assert load_session(path).info.crashed_in_cell == 1
+    # a later run resumed it (re-running other cells as replay records)
+    j.append("session_start", id="20260101-000000-3", model="m", resumed=True)
+    j.append("resume", messages=1, cells=0)
+    j.append("cell_start", cell=1, code="x = 1", replay=True)
+    j.append("cell_end", cell=1, output="", replay=True)
+    assert load_session(path).info.crashed_in_cell is None
