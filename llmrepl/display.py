@@ -6,6 +6,7 @@ to the stream it was given, a reference taken before any cell could replace ``sy
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
@@ -75,6 +76,7 @@ class TerminalDisplay:
         self._cell_limit = _Limit(head=200_000, tail=20_000)
         self._answer_limit = _Limit(head=200_000, tail=4_000)
         self._cell_number = 0
+        self._lock = threading.RLock()
         # set by the UI while its prompt is up: output from threads a cell left running must be
         # drawn above the prompt, never through it
         self.redirect: Callable[[str, str], None] | None = None
@@ -82,6 +84,10 @@ class TerminalDisplay:
     def write(self, text: str, stream: TextIO | None = None) -> None:
         if not text:
             return
+        with self._lock:  # threads a cell left running write here too
+            self._write(text, stream)
+
+    def _write(self, text: str, stream: TextIO | None) -> None:
         target = stream or self.out
         try:
             try:
@@ -131,7 +137,8 @@ class TerminalDisplay:
         if redirect is not None:
             redirect(stream, text)
             return
-        text = self._cell_limit.take(text)
+        with self._lock:
+            text = self._cell_limit.take(text)
         if not text:
             return
         if stream == "stderr" and self.color:

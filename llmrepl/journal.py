@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 from collections.abc import Iterator
 from json import dumps as _dumps
@@ -36,6 +37,7 @@ class Journal:
         self.unsaved: list[bytes] = []     # records kept in memory after a failure, retried later
         self._fd: int | None = None
         self._secrets: tuple[str, ...] = ()
+        self._lock = threading.Lock()
         if self.path is not None:
             self._open(self.path)
 
@@ -65,6 +67,10 @@ class Journal:
             if secret in text:
                 text = text.replace(secret, "[REDACTED]")
         line = (text + "\n").encode("utf-8", "backslashreplace")  # always valid UTF-8 on disk
+        with self._lock:  # late output from a cell's threads is journaled from those threads
+            self._append_line(line)
+
+    def _append_line(self, line: bytes) -> None:
         if self._fd is None:
             self.unsaved.append(line)
             return

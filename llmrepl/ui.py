@@ -6,12 +6,13 @@ and shows everything through a :class:`~llmrepl.display.TerminalDisplay`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import queue
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from prompt_toolkit import PromptSession, print_formatted_text
@@ -147,6 +148,10 @@ class TerminalReviewer:
         self.output = output
 
     def review(self, code: str, *, cell: int) -> Decision:
+        with self.guard():
+            return self._review(code)
+
+    def _review(self, code: str) -> Decision:
         current = code
         while True:
             answer = _ask_key("Run this code? [Y/n/e/a] ", self.KEYS, input=self.input, output=self.output)
@@ -185,7 +190,13 @@ class TerminalReviewer:
     def ask_input(self, prompt: str) -> str:
         """``input()`` inside a cell, answered at the terminal."""
         asker: PromptSession[str] = PromptSession(input=self.input, output=self.output)
-        return asker.prompt(prompt)
+        with self.guard():
+            return asker.prompt(prompt)
+
+    def guard(self) -> contextlib.AbstractContextManager[None]:
+        """While a prompt_toolkit app is on screen, other threads' output is held back
+        (set by the UI; a no-op for a reviewer used on its own)."""
+        return contextlib.nullcontext()
 
 
 class TerminalUI:
@@ -228,6 +239,7 @@ class TerminalUI:
         self._notices: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._resend = ""
         session.executor.input_func = self.reviewer.ask_input
+        self.reviewer.guard = self._hold_late_output  # type: ignore[method-assign]
 
     def toolbar(self) -> str:
         """Model, context fill, tokens used this session, auto-run: e.g.
@@ -255,6 +267,14 @@ class TerminalUI:
         """Show ``text`` above the prompt now if it is up, else before the next one."""
         self._notices.put((text, level))
         self._wake()
+
+    @contextlib.contextmanager
+    def _hold_late_output(self) -> Iterator[None]:
+        previous, self.display.redirect = self.display.redirect, self._late_output
+        try:
+            yield
+        finally:
+            self.display.redirect = previous
 
     def _late_output(self, stream: str, text: str) -> None:
         """Output from a thread a cell left running, arriving while the prompt is up."""
