@@ -316,9 +316,15 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
             context.counter = TiktokenCounter(encoding, on_fallback=tokenizer_fallback)
 
     session.on_model_change = model_changed
-    explicit = bool(args.model or env.get("LLMREPL_MODEL") or config.model.name != "gpt-5.4-mini")
+    from .config import ModelConfig
+
+    explicit = bool(args.model or env.get("LLMREPL_MODEL") or config.model.name != ModelConfig().name)
+    def server_found(name: str, server_reported: int | None) -> None:
+        model_changed(name, server_reported)
+        journal.append("model", name=name, base_url=model.base_url, source="local server")
+
     setup = ModelSetup(model, api_key=api_key, base_url=config.model.base_url, explicit_model=explicit,
-                       config_path=config_path, on_server=model_changed)
+                       config_path=config_path, on_server=server_found)
     if config.repl.snapshots:
         from .snapshot import SnapshotStore
 

@@ -6,7 +6,6 @@ A command gets the session and the text after its name and returns what to show 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +63,8 @@ def dispatch(line: str, session: Session) -> CommandResult:
     name = name.strip().lower()
     cmd = _REGISTRY.get(name)
     if cmd is None:
+        import difflib  # only to suggest a correction
+
         close = difflib.get_close_matches(name, list(_REGISTRY), n=1, cutoff=0.5)
         hint = f" — did you mean /{close[0]}?" if close else "; /help lists the commands"
         return CommandResult(f"unknown command /{name}{hint}", level="error")
@@ -213,7 +214,7 @@ def _write(session: Session, target: str) -> CommandResult:
     from .sessions import load_session
 
     path = session.journal.path
-    if path is None or session.journal.error:
+    if path is None or not session.journal.healthy:
         return CommandResult("the session journal could not be written, so there is nothing to export", level="error")
     try:
         return CommandResult(write_export(load_session(path), Path(target)))  # write_export expands ~

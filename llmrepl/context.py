@@ -145,7 +145,11 @@ class Context:
         return 1.0 if n <= limit else limit / n * 0.9
 
 
-STANDALONE_NOTES = ("[llmrepl] The user ran code directly", "[llmrepl] This session was resumed")
+STANDALONE_NOTES = (
+    "[llmrepl] The user ran code directly",      # session.run_direct (/py)
+    "[llmrepl] This session was resumed",        # resume.py
+    "[llmrepl] The previous llmrepl process",    # resume.py: a cell died with the process
+)
 
 
 def _is_step_result(message: dict[str, Any]) -> bool:

@@ -183,6 +183,6 @@ class TerminalDisplay:
         """Text from a command (already meant for the person)."""
         self._line_start()
         if level == "info":
-            self.write(text.rstrip("\n") + "\n")
+            self.write(strip_controls(text).rstrip("\n") + "\n")  # /history shows model text
         else:
             self.notice(text, level)

@@ -55,6 +55,11 @@ class Journal:
             self._fd = None
             self.error = f"cannot write the session journal {path}: {e.strerror or e}; keeping this session in memory"
 
+    @property
+    def healthy(self) -> bool:
+        """Open, and nothing held in memory: the file holds every record."""
+        return self._fd is not None and not self.unsaved
+
     def redact(self, *secrets: str | None) -> None:
         """Never write these strings (the API key) into the journal."""
         self._secrets = tuple(s for s in secrets if s and len(s) >= 8)
