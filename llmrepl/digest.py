@@ -20,7 +20,7 @@ import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["NamespaceDigest", "describe", "fingerprint"]
+__all__ = ["NamespaceDigest", "describe", "fingerprint", "is_user_name"]
 
 _MAX_COLUMNS = 12  # DataFrame columns listed before "+k more"
 _MAX_KEYS = 5  # dict keys listed
@@ -127,8 +127,11 @@ def fingerprint(value: Any) -> tuple[Any, ...]:
     return key
 
 
-def _is_user_name(name: object, value: object) -> bool:
-    """Mirrors ``Executor.user_variables()``: no dunders, ``_``/``_N``/``_out`` or injected exit/quit."""
+def is_user_name(name: object, value: object) -> bool:
+    """Whether ``name`` is a variable the user's code made: not a dunder, not ``_``/``_N``/
+    ``_out`` history, not the injected exit/quit, not a non-string key (``globals()[1] = 2``).
+    The one rule for /vars, the digest and snapshots; reads the value's type through C
+    descriptors, so user code cannot intercept the check."""
     if type(name) is not str:
         return False
     if name.startswith("__") and name.endswith("__"):
@@ -509,7 +512,7 @@ class NamespaceDigest:
         self._generation += 1
         seen: dict[str, tuple[int, tuple[Any, ...]]] = {}
         for name, value in namespace.items():
-            if not _is_user_name(name, value):
+            if not is_user_name(name, value):
                 continue
             mark = (id(value), fingerprint(value))
             seen[name] = mark
@@ -524,7 +527,7 @@ class NamespaceDigest:
 
         Names not yet observed count as newest.
         """
-        names = [n for n, v in namespace.items() if _is_user_name(n, v)]
+        names = [n for n, v in namespace.items() if is_user_name(n, v)]
         unseen = self._generation + 1
         ranked = sorted(enumerate(names), key=lambda p: (self._changed_at.get(p[1], unseen), p[0]), reverse=True)
         return [n for _, n in ranked]

@@ -71,15 +71,15 @@ class TerminalDisplay:
         self.out = out
         self.err = err or out
         self.color = color
+        self._lock = threading.RLock()
         self._renderer: StreamRenderer | None = None
         self._at_line_start = True
         self._cell_limit = _Limit(head=200_000, tail=20_000)
         self._answer_limit = _Limit(head=200_000, tail=4_000)
         self._cell_number = 0
-        self._lock = threading.RLock()
         # set by the UI while its prompt is up: output from threads a cell left running must be
         # drawn above the prompt, never through it
-        self.redirect: Callable[[str, str], None] | None = None
+        self._redirect: Callable[[str, str], None] | None = None
 
     def write(self, text: str, stream: TextIO | None = None) -> None:
         if not text:
@@ -132,11 +132,26 @@ class TerminalDisplay:
         self.write(style("run_python:", "dim", self.color) + "\n")
         self.write(highlight_code(code, self.color))
 
+    @property
+    def redirect(self) -> Callable[[str, str], None] | None:
+        return self._redirect
+
+    @redirect.setter
+    def redirect(self, value: Callable[[str, str], None] | None) -> None:
+        with self._lock:  # never while another thread is between reading it and writing
+            self._redirect = value
+
     def cell_output(self, stream: str, text: str) -> None:
-        redirect = self.redirect
-        if redirect is not None:
-            redirect(stream, text)
-            return
+        with self._lock:
+            redirect = self._redirect
+            if redirect is not None:
+                redirect(stream, text)
+            else:
+                self.draw_cell_output(stream, text)
+
+    def draw_cell_output(self, stream: str, text: str) -> None:
+        """Write cell output now, whatever ``redirect`` says (the UI draws held-back late output
+        with this, above its prompt, without ever lifting the redirect other threads rely on)."""
         with self._lock:
             text = self._cell_limit.take(text)
         if not text:

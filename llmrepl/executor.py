@@ -40,6 +40,7 @@ from llmrepl.capture import (
     format_exception,
     safe_str,
 )
+from llmrepl.digest import is_user_name
 from llmrepl.errors import InputNotAllowed
 
 __all__ = ["CellTimeout", "ExecResult", "Executor", "OutputSink"]
@@ -206,19 +207,8 @@ class Executor:
         self._prepare_namespace()
 
     def user_variables(self) -> dict[str, Any]:
-        """The names the user's code made: no dunders, no ``_``/``_N``/``_out`` history, no injected exit/quit."""
-        out = {}
-        for name, value in self.namespace.items():
-            if not isinstance(name, str):
-                continue  # globals()[1] = 2 is legal; such a key is not a variable name
-            if name.startswith("__") and name.endswith("__"):
-                continue
-            if name in ("_", "_out") or (name[:1] == "_" and name[1:].isdigit()):
-                continue
-            if (name == "exit" and value is self._exit) or (name == "quit" and value is self._quit):
-                continue
-            out[name] = value
-        return out
+        """The names the user's code made (the rule is ``digest.is_user_name``)."""
+        return {name: value for name, value in self.namespace.items() if is_user_name(name, value)}
 
     def run(self, source: str, *, timeout: float | None = None) -> ExecResult:
         """Compile and run one cell. Never raises; everything is on the returned record."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmrepl.digest import is_user_name
 from llmrepl.errors import LLMReplError
 from llmrepl.fileio import fsync_dir, private_temp
 
@@ -143,7 +144,7 @@ class SnapshotStore:
         first_by_id: dict[int, str] = {}
         candidates: list[tuple[int, str, Any]] = []
         for name, value in list(namespace.items()):
-            if not _is_user_name(name, value):
+            if not is_user_name(name, value):
                 continue
             if value is namespace:  # ``g = globals()``
                 entries[name] = {"kind": "namespace"}
@@ -257,7 +258,7 @@ class SnapshotStore:
             _target.reset(token)
         known = {e["name"] for e in entries} | set(skipped)
         for name, value in list(namespace.items()):
-            if name not in known and _is_user_name(name, value):
+            if name not in known and is_user_name(name, value):
                 del namespace[name]
                 report.removed.append(name)
         for name, value in values.items():
@@ -510,19 +511,6 @@ def _pickler_class() -> Any:
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def _is_user_name(name: Any, value: Any) -> bool:
-    """The names the user's code made (as ``Executor.user_variables``), plus ``_out``."""
-    if not isinstance(name, str):  # ``globals()[1] = ...``: not a variable anyone can name
-        return False
-    if name.startswith("__") and name.endswith("__"):
-        return False
-    if name in ("_", "_out") or (name[:1] == "_" and name[1:].isdigit()):
-        return False
-    if name in ("exit", "quit") and type(value).__module__ in ("llmrepl.executor", "_sitebuiltins"):
-        return False
-    return True
 
 
 def _estimate(value: Any) -> int:

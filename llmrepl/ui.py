@@ -18,7 +18,6 @@ from pathlib import Path
 from prompt_toolkit import PromptSession, print_formatted_text
 from prompt_toolkit.application import Application
 from prompt_toolkit.application.current import set_app
-from prompt_toolkit.application.run_in_terminal import run_in_terminal
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
@@ -286,8 +285,16 @@ class TerminalUI:
         loop = getattr(app, "loop", None)
         if app.is_running and loop is not None:
             def show() -> None:
+                # Draw above the prompt without leaving raw mode: run_in_terminal would switch
+                # to cooked mode meanwhile, and a key typed in that instant is echoed raw by the
+                # terminal into the middle of the output (seen 1 run in 12).
+                if not app.is_running or self._notices.empty():
+                    return
                 with set_app(app):
-                    run_in_terminal(self._drain)
+                    app.renderer.erase()
+                    self._drain()
+                    app.renderer.reset()
+                    app.invalidate()
             loop.call_soon_threadsafe(show)
 
     def _drain(self) -> None:
@@ -297,11 +304,7 @@ class TerminalUI:
             except queue.Empty:
                 return
             if level.startswith("late-"):
-                self.display.redirect, redirect = None, self.display.redirect
-                try:
-                    self.display.cell_output(level[5:], text)
-                finally:
-                    self.display.redirect = redirect
+                self.display.draw_cell_output(level[5:], text)
             else:
                 self.display.show(text, level)
 
