@@ -6,6 +6,7 @@ import builtins
 import getpass
 import io
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -511,14 +512,52 @@ TRICKY_ENDINGS = [
 ]
 
 
+ONE_LINERS = [
+    "42", "'doc'", "None", "...", "x = 5", "(y := 5)", "[i * 2 for i in range(3)]",
+    "print('hi')", "x: int = 1", "1 / 0", "raise SystemExit(3)", "  x = 1", "x = (1", "",
+    "# only a comment", "with_ = 1", "format(3)", "if True: y = 1", "for i in range(2): i",
+    "import os", "from __future__ import annotations", "'a;b'", "x = 1  # note", "lambda: 1",
+]
+
+
 @pytest.mark.parametrize("src", TRICKY_ENDINGS)
 def test_compile_fast_path_agrees_with_the_ast(src):
     import ast
 
+    from llmrepl.executor import _DISPLAY
+
     body, expr = Executor._compile(src, "<cell-t>")
-    tree = ast.parse(src)
-    assert (expr is not None) == isinstance(tree.body[-1], ast.Expr), src
     assert body.co_filename == "<cell-t>"
+    if expr is not _DISPLAY:  # a one-liner's value comes through sys.displayhook instead
+        tree = ast.parse(src)
+        assert (expr is not None) == isinstance(tree.body[-1], ast.Expr), src
+
+
+@pytest.mark.parametrize("src", TRICKY_ENDINGS + ONE_LINERS)
+def test_fast_paths_run_cells_as_the_ast_path_does(src):
+    fast, slow = Executor(), Executor()
+    slow._compile = Executor._compile_ast  # type: ignore[method-assign]
+    rf, rs = fast.run(src), slow.run(src)
+
+    def shown(r):  # the value without its object address
+        return None if r.value_repr is None else re.sub(" at 0x[0-9a-f]+", "", r.value_repr)
+
+    assert (shown(rf), rf.error_type, rf.stdout, rf.exit_code) == (
+        shown(rs), rs.error_type, rs.stdout, rs.exit_code), src
+    assert sorted(fast.user_variables()) == sorted(slow.user_variables()), src
+    assert (rf.error or "").splitlines()[-1:] == (rs.error or "").splitlines()[-1:], src
+    assert ("_" in fast.namespace) == ("_" in slow.namespace), src
+
+
+def test_one_liner_values_come_through_displayhook_which_is_then_restored(ex):
+    hook = sys.displayhook
+    r = ex.run("[1, 2][-1]")
+    assert r.value_repr == "2" and ex.namespace["_1"] == 2 and sys.displayhook is hook
+    r = ex.run("setattr(__import__('sys'), 'displayhook', None)")
+    assert sys.displayhook is hook and "sys.displayhook was replaced; restored" in r.repairs
+    assert ex.run("7 * 6").value_repr == "42"
+    r = ex.run("__import__('time').sleep(0) or 1 / 0")
+    assert r.error_type == "ZeroDivisionError" and ex._shown is None and sys.displayhook is hook
 
 
 @pytest.mark.parametrize(
@@ -598,10 +637,15 @@ def test_plain_assignment_cells_skip_the_ast(monkeypatch):
     def no_parse(*args, **kwargs):
         raise AssertionError("ast.parse called")
 
+    from llmrepl.executor import _DISPLAY
+
     monkeypatch.setattr(ast, "parse", no_parse)
-    for src in ("x = 1", "a, b = 1, 2", "x += 1", "import os", "x = f(\n    1)\ny = x"):
+    for src in ("x = f(\n    1)\ny = x", "x = 1\nimport os"):
         body, expr = Executor._compile(src, "<cell-1>")
         assert expr is None and body.co_filename == "<cell-1>"
+    for src in ("x = 1", "a, b = 1, 2", "x += 1", "import os", "df.head()", "1 + 1"):
+        body, expr = Executor._compile(src, "<cell-1>")  # one-liners: 'single' mode
+        assert expr is _DISPLAY and body.co_filename == "<cell-1>"
 
 
 def test_value_whose_repr_hangs_is_shown_as_a_placeholder_without_a_timeout():
