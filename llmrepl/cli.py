@@ -7,15 +7,16 @@ in the background while the person types).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 from . import __version__
 
-# typing, pathlib and threading stay off the --help / --version path (a few ms each)
+# typing, pathlib and threading stay off the --help / --version path (a few ms each), and
+# argparse (with re, gettext, enum: ~5 ms) off the --version path
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable, Mapping
     from pathlib import Path
     from typing import Any, TextIO
@@ -32,6 +33,8 @@ no model is configured, so messages cannot be answered yet. Set one up in any of
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
+    import argparse
+
     # argparse would import shutil (and with it bz2/lzma) just to learn the terminal width
     try:
         width = os.get_terminal_size().columns - 2
@@ -41,6 +44,8 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     p = argparse.ArgumentParser(
         prog="llmrepl",
         formatter_class=_formatter,
@@ -64,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _positive_int(text: str) -> int:
+    import argparse
+
     try:
         value = int(text)
     except ValueError:
@@ -74,6 +81,8 @@ def _positive_int(text: str) -> int:
 
 
 def _non_negative_float(text: str) -> float:
+    import argparse
+
     try:
         value = float(text)
     except ValueError:
