@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .budget import NOTE_PREFIX
 from .digest import describe
 from .session import Session
 
@@ -127,9 +128,9 @@ def _summarise(message: dict[str, Any], width: int = 100) -> str:
     if len(first) > width:
         first = first[: width - 1] + "…"
     label = {"user": "you", "assistant": "model", "tool": "tool"}.get(role, role)
-    if role == "user" and first.startswith("[llmrepl]"):
+    if role == "user" and first.startswith(NOTE_PREFIX):
         label = "llmrepl"
-        first = first[len("[llmrepl] ") :]
+        first = first[len(NOTE_PREFIX) :]
     return f"  {label:>7}: {first}"
 
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from .budget import FitResult, fit_messages, is_llmrepl_note
+from .budget import NOTE_PREFIX, FitResult, fit_messages, is_llmrepl_note
 from .digest import NamespaceDigest
 from .errors import ModelError
 from .pricing import estimate_cost
@@ -146,9 +146,9 @@ class Context:
 
 
 STANDALONE_NOTES = (
-    "[llmrepl] The user ran code directly",      # session.run_direct (/py)
-    "[llmrepl] This session was resumed",        # resume.py
-    "[llmrepl] The previous llmrepl process",    # resume.py: a cell died with the process
+    f"{NOTE_PREFIX}The user ran code directly",      # session.run_direct (/py)
+    f"{NOTE_PREFIX}This session was resumed",        # resume.py
+    f"{NOTE_PREFIX}The previous llmrepl process",    # resume.py: a cell died with the process
 )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .budget import NOTE_PREFIX as _NOTE
 from .context import Context
 from .errors import LLMReplError, ModelError
 from .executor import ExecResult, Executor
@@ -65,7 +66,6 @@ class TurnResult:
     error: ModelError | None = None
 
 
-_NOTE = "[llmrepl] "
 
 
 class Session:

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .budget import NOTE_PREFIX  # llmrepl's own messages to the model (cell results, notes)
 from .errors import LLMReplError
 from .journal import read_journal
 
@@ -36,7 +37,6 @@ __all__ = [
     "NOTE_PREFIX",
 ]
 
-NOTE_PREFIX = "[llmrepl] "  # llmrepl's own messages to the model (cell results, notes)
 
 # What a cell's result message starts with (prompts.format_result), after the note prefix.
 _CELL_RESULT = ("llmrepl ran cell ", "The user ran code directly with /py.")
