@@ -9,6 +9,7 @@ restored after every cell, builtins first. See the project's research notes, ../
 from __future__ import annotations
 
 import _signal
+import _thread
 import ast
 import builtins
 import getpass
@@ -54,6 +55,8 @@ _len, _type = len, type
 _exec, _eval, _repr, _str = exec, eval, repr, str
 _perf_counter = time.perf_counter
 _get_ident = threading.get_ident
+# Python threads running besides the main one (threads a cell left, or the REPL's own).
+_thread_count: Callable[[], int] = getattr(_thread, "_count", lambda: threading.active_count() - 1)
 _MAIN_IDENT = threading.main_thread().ident
 # The C functions: the ``signal`` module's wrappers cost ~5 µs a call converting enums.
 _setsignal, _setitimer = _signal.signal, _signal.setitimer
@@ -81,14 +84,35 @@ _RETURN_CONST = _OP.get("RETURN_CONST", -1)  # 3.12, 3.13
 _ASSIGN_LINE = re.compile(
     r"(?:[^\W\d][\w, \t]*(?:[-+*/%@&|^]|//|\*\*|>>|<<)?=(?!=)|import[ \t])"
 )
-# A one-line cell (no ``;``, not a compound statement) is one simple statement: compiled in
-# 'single' mode (the interactive interpreter's, ~15 % cheaper than 'exec' and no AST), where
-# an expression statement hands its value to sys.displayhook, which the cell then has as
-# ours. So a one-liner shows the same value the AST path would, with one compile. A line
-# that starts like a compound statement, or doesn't compile that way, takes the paths below.
-_COMPOUND = re.compile(r"(?:if|for|while|with|async|try|def|class)\b")
-# Returned as the "expression" of a one-liner: its value arrives through sys.displayhook.
-_DISPLAY = compile("None", "<display>", "eval")
+# A cell of one line with a ``=`` or an import is compiled in 'single' mode instead, the
+# interactive interpreter's: ~15 % cheaper than 'exec', and the proof is simpler. 'single'
+# mode rejects a compound statement without a trailing newline, and an expression statement
+# shows in its byte code as PRINT_EXPR (3.12+: CALL_INTRINSIC_1 INTRINSIC_PRINT); without
+# one, that code is the cell, run as it is (sys.displayhook is never involved). Python's
+# tokenizer treats only _BLANK as trailing whitespace (str.rstrip() would also strip U+00A0
+# and others, which are syntax errors in a cell).
+_BLANK = " \t\n\f"
+_PRINT_EXPR = _OP.get("PRINT_EXPR", -1)  # 3.10, 3.11
+_INTRINSIC_1 = _OP.get("CALL_INTRINSIC_1", -1)  # 3.12+, with oparg 1 (INTRINSIC_PRINT)
+
+
+def _prints(co: bytes) -> bool:
+    """Whether 'single'-mode byte code shows an expression's value (opcodes sit at even offsets)."""
+    ops = co[::2]
+    if _PRINT_EXPR >= 0:
+        return _PRINT_EXPR in ops
+    i = ops.find(_INTRINSIC_1) if _INTRINSIC_1 >= 0 else -1
+    while i >= 0:
+        if co[2 * i + 1] == 1:
+            return True
+        i = ops.find(_INTRINSIC_1, i + 1)
+    return False
+
+
+# A Python whose byte code says this differently gets the 'exec' path for one-liners too.
+_SINGLE_OK = _prints(compile("f(1)", "<c>", "single").co_code) and not _prints(
+    compile("x = f(1)", "<c>", "single").co_code
+)
 
 
 class CellTimeout(BaseException):
@@ -178,9 +202,7 @@ class Executor:
         self._alarm_handler = self._on_alarm
         self._input_bound = self._input
         self._getpass_bound = self._getpass
-        self._display_hook = self._on_display
         self._builtins_seen: dict[str, Any] | None = None
-        self._shown: Any = None
         self._mpl_checked = False
         self._mpl_env_prev: str | None | object = _MISSING
         if "matplotlib" not in sys.modules and os.environ.get("MPLBACKEND") != MPL_BACKEND:
@@ -263,21 +285,37 @@ class Executor:
         # The fast path (see the note at _ASSIGN_LINE), inlined: it runs for every cell.
         if "\r" in source:
             return Executor._compile_ast(source, filename)
-        text = source.rstrip()
+        text = source.rstrip(_BLANK)
         cut = text.rfind("\n") + 1
-        if not cut and text and ";" not in text and (text[0] not in "acdftw" or _COMPOUND.match(text) is None):
-            try:  # the stripped text: 'single' mode must not accept a compound statement
-                return compile(text, filename, "single", dont_inherit=True), _DISPLAY
-            except Exception:  # reported exactly as the AST path reports it
+        if not cut and _SINGLE_OK:
+            # One line. An assignment or import, by a cheap look ('single' mode proves it)?
+            if ";" in text or not ("=" in text or text.startswith(("import", "from"))):
                 return Executor._compile_ast(source, filename)
-        last = text[cut:]
-        if ";" in last or _ASSIGN_LINE.match(last) is None:
+            # The stripped text: 'single' mode must then reject a compound statement.
+            try:
+                code = compile(text, filename, "single", dont_inherit=True)
+            except Exception:  # its parser warnings were shown; the AST path reports the error
+                return Executor._compile_ast(source, filename, quiet_parse=True)
+            if not _prints(code.co_code):
+                return code, None
+        else:
+            last = text[cut:]
+            if ";" in last or _ASSIGN_LINE.match(last) is None:
+                return Executor._compile_ast(source, filename)
+            try:
+                code = compile(source, filename, "exec", dont_inherit=True)
+            except Exception:  # as above
+                return Executor._compile_ast(source, filename, quiet_parse=True)
+            if Executor._ends_in_a_store(code, text.count("\n", 0, cut) + 1):
+                return code, None
+        # Compiling again must not repeat the SyntaxWarnings the user just saw.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             return Executor._compile_ast(source, filename)
-        try:
-            code = compile(source, filename, "exec", dont_inherit=True)
-        except Exception:  # reported exactly as the AST path reports it
-            return Executor._compile_ast(source, filename)
-        # Does the module end with STORE_NAME, then ``return None``, on the last line?
+
+    @staticmethod
+    def _ends_in_a_store(code: CodeType, line: int) -> bool:
+        """Does the module end with STORE_NAME, then ``return None``, on ``line``?"""
         co, consts = code.co_code, code.co_consts
         size = _len(co)
         store = -1
@@ -286,21 +324,22 @@ class Executor:
         elif size >= 6 and co[-2] == _RETURN_VALUE and co[-4] == _LOAD_CONST and consts[co[-3]] is None:
             store = size - 6
         if store >= 0 and co[store] == _STORE_NAME:
-            line = text.count("\n", 0, cut) + 1
             for start, end, lineno in code.co_lines():
                 if start <= store < end:
-                    if lineno == line:
-                        return code, None
-                    break
-        # Compiling again must not repeat the SyntaxWarnings the user just saw.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return Executor._compile_ast(source, filename)
+                    return lineno == line
+        return False
 
     @staticmethod
-    def _compile_ast(source: str, filename: str) -> tuple[CodeType, CodeType | None]:
-        """The general path: split a trailing expression statement off to evaluate it."""
-        tree = ast.parse(source, filename, "exec")
+    def _compile_ast(source: str, filename: str, quiet_parse: bool = False) -> tuple[CodeType, CodeType | None]:
+        """The general path: split a trailing expression statement off to evaluate it.
+
+        ``quiet_parse``: a compile that just failed already showed the parser's warnings."""
+        if quiet_parse:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tree = ast.parse(source, filename, "exec")
+        else:
+            tree = ast.parse(source, filename, "exec")
         expr = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = tree.body.pop()
@@ -313,16 +352,16 @@ class Executor:
         ns["__builtins__"] = builtins  # a cell may have deleted or replaced it
         orig_input = bd.get("input", _MISSING)
         bd["input"] = self._input_bound
-        # Builtins as they were after the last cell (a copy is made again only when a cell
-        # changed them): cheaper than copying ~160 names for every cell.
+        # What the last cell left is still what builtins hold, unless names were added or a
+        # thread was running then or now (one a cell left may rebind a builtin between cells,
+        # and undoing that is not this cell's business): then copy again. With no thread but
+        # the REPL's own, nothing else runs between cells, so the ~160-name copy is skipped.
         snapshot = self._builtins_seen
-        if snapshot is None or _len(snapshot) != _len(bd):
-            snapshot = self._builtins_seen = bd.copy()
+        if snapshot is None or _len(snapshot) != _len(bd) or _thread_count():
+            snapshot = bd.copy()
         orig_getpass = _getpass_mod.getpass
         getpass_bound = _getpass_mod.getpass = self._getpass_bound
         saved = (sys_.stdout, sys_.stderr, sys_.stdin, sys_.excepthook, sys_.displayhook)
-        display = expr is _DISPLAY
-        hook = self._display_hook if display else saved[4]
         old_limit = _getrecursionlimit()
         my_out, my_err, my_in = self._stdout, self._stderr, self._stdin
         router = self._router
@@ -348,18 +387,13 @@ class Executor:
                     )
                     old_alarm = _setsignal(_SIGALRM, self._alarm_handler)
             sys_.stdout, sys_.stderr, sys_.stdin = my_out, my_err, my_in
-            if display:
-                sys_.displayhook = hook
             self._armed = True
             if timed:
                 # Re-fires, so a cell that swallows one CellTimeout is stopped by the next.
                 _setitimer(_ITIMER_REAL, limit, min(limit, 1.0))
             _exec(body, ns)
             if expr is not None:
-                if display:
-                    value, self._shown = self._shown, None
-                else:
-                    value = _eval(expr, ns)
+                value = _eval(expr, ns)
                 if value is not None:
                     ns["_"] = ns[f"_{n}"] = value
                     buf = CappedBuffer(self.max_capture_chars)
@@ -367,7 +401,6 @@ class Executor:
                     result.value_repr = buf.getvalue()
         except _BaseException as e:
             self._armed = False
-            self._shown = None
             exc = e
         finally:
             self._armed = False
@@ -382,7 +415,7 @@ class Executor:
                 builtins_intact = False
             if not builtins_intact:
                 _restore_builtins(snapshot, repairs)
-                self._builtins_seen = bd.copy()  # with the names the cell added
+            self._builtins_seen = None if _thread_count() else snapshot
             if orig_input is _MISSING:
                 bd.pop("input", None)
             else:
@@ -392,16 +425,14 @@ class Executor:
             try:
                 untouched = (
                     sys_.stdout is my_out and sys_.stderr is my_err and sys_.stdin is my_in
-                    and sys_.excepthook is saved[3] and sys_.displayhook is hook
+                    and sys_.excepthook is saved[3] and sys_.displayhook is saved[4]
                 )
             except _BaseException:  # a name was deleted
                 untouched = False
             if untouched:
                 sys_.stdout, sys_.stderr, sys_.stdin = saved[0], saved[1], saved[2]
-                if display:
-                    sys_.displayhook = saved[4]
             else:
-                self._restore_sys(saved, hook, repairs)
+                self._restore_sys(saved, repairs)
             current_limit = _getrecursionlimit()
             if current_limit != old_limit:
                 repairs.append(f"recursion limit was {current_limit}; reset to {old_limit}")
@@ -425,8 +456,8 @@ class Executor:
         if exc is not None:
             self._record_exception(exc, result)
 
-    def _restore_sys(self, saved: tuple[Any, ...], hook: Any, repairs: list[str]) -> None:
-        ours = (self._stdout, self._stderr, self._stdin, saved[3], hook)
+    def _restore_sys(self, saved: tuple[Any, ...], repairs: list[str]) -> None:
+        ours = (self._stdout, self._stderr, self._stdin, saved[3], saved[4])
         names = ("stdout", "stderr", "stdin", "excepthook", "displayhook")
         for name, mine, old in zip(names, ours, saved, strict=True):
             if getattr(sys, name, None) is not mine:
@@ -477,11 +508,6 @@ class Executor:
         if self._armed:
             self._timeout_fired = True
             raise CellTimeout(self._timeout_msg)
-
-    def _on_display(self, value: object) -> None:
-        """sys.displayhook while a one-liner runs: its expression's value becomes the cell's."""
-        if value is not None:
-            self._shown = value
 
     def _record_input(self, text: str, echo: bool) -> None:
         cap = self._router.capture

@@ -517,6 +517,9 @@ ONE_LINERS = [
     "print('hi')", "x: int = 1", "1 / 0", "raise SystemExit(3)", "  x = 1", "x = (1", "",
     "# only a comment", "with_ = 1", "format(3)", "if True: y = 1", "for i in range(2): i",
     "import os", "from __future__ import annotations", "'a;b'", "x = 1  # note", "lambda: 1",
+    "x = 1\xa0", "5\x0b", "x = 1\x0c", "*[1], 2", "return 1", "del nothing_here", "(yield)",
+    "exec(compile('5', '<s>', 'single'))", "__import__('sys').displayhook(3)", "x = 3\t \n\n",
+    "setattr(__import__('sys'), 'displayhook', None)", "f'{1 + 1}'",
 ]
 
 
@@ -524,20 +527,22 @@ ONE_LINERS = [
 def test_compile_fast_path_agrees_with_the_ast(src):
     import ast
 
-    from llmrepl.executor import _DISPLAY
-
     body, expr = Executor._compile(src, "<cell-t>")
     assert body.co_filename == "<cell-t>"
-    if expr is not _DISPLAY:  # a one-liner's value comes through sys.displayhook instead
-        tree = ast.parse(src)
-        assert (expr is not None) == isinstance(tree.body[-1], ast.Expr), src
+    tree = ast.parse(src)
+    assert (expr is not None) == isinstance(tree.body[-1], ast.Expr), src
 
 
 @pytest.mark.parametrize("src", TRICKY_ENDINGS + ONE_LINERS)
 def test_fast_paths_run_cells_as_the_ast_path_does(src):
     fast, slow = Executor(), Executor()
     slow._compile = Executor._compile_ast  # type: ignore[method-assign]
-    rf, rs = fast.run(src), slow.run(src)
+    had_underscore = "_" in vars(builtins)  # the default sys.displayhook sets builtins._
+    try:
+        rf, rs = fast.run(src), slow.run(src)
+    finally:
+        if not had_underscore:
+            vars(builtins).pop("_", None)
 
     def shown(r):  # the value without its object address
         return None if r.value_repr is None else re.sub(" at 0x[0-9a-f]+", "", r.value_repr)
@@ -549,15 +554,46 @@ def test_fast_paths_run_cells_as_the_ast_path_does(src):
     assert ("_" in fast.namespace) == ("_" in slow.namespace), src
 
 
-def test_one_liner_values_come_through_displayhook_which_is_then_restored(ex):
+def test_one_liners_never_touch_displayhook(ex):
     hook = sys.displayhook
     r = ex.run("[1, 2][-1]")
     assert r.value_repr == "2" and ex.namespace["_1"] == 2 and sys.displayhook is hook
-    r = ex.run("setattr(__import__('sys'), 'displayhook', None)")
-    assert sys.displayhook is hook and "sys.displayhook was replaced; restored" in r.repairs
-    assert ex.run("7 * 6").value_repr == "42"
-    r = ex.run("__import__('time').sleep(0) or 1 / 0")
-    assert r.error_type == "ZeroDivisionError" and ex._shown is None and sys.displayhook is hook
+    r = ex.run("setattr(__import__('sys'), 'displayhook', None) or 5")
+    assert r.ok and r.value_repr == "5" and sys.displayhook is hook
+    assert r.repairs == ["sys.displayhook was replaced; restored"]
+    r = ex.run("__import__('sys').displayhook")  # a value, not a call: nothing else shown
+    assert r.value_repr == repr(hook) and r.stdout == ""
+
+
+def test_builtin_rebound_between_cells_by_a_thread_is_not_the_next_cells_doing(ex):
+    try:
+        ex.run("import builtins\nbuiltins.LLMREPL_T = 1")
+        ex.run("x = 1")
+        r = ex.run(
+            "import builtins, threading\ngo = threading.Event()\n"
+            "t = threading.Thread(target=lambda: go.wait() and setattr(builtins, 'LLMREPL_T', 2))\nt.start()"
+        )
+        assert r.ok
+        ex.namespace["go"].set()  # the thread rebinds it between cells, then ends
+        ex.namespace["t"].join(5)
+        r = ex.run("x = 2")
+        assert r.repairs == [] and builtins.LLMREPL_T == 2
+        r = ex.run("import builtins\nbuiltins.LLMREPL_T = 3")  # a cell's own rebinding is undone
+        assert r.repairs == ["builtins.LLMREPL_T was changed; restored"] and builtins.LLMREPL_T == 2
+    finally:
+        vars(builtins).pop("LLMREPL_T", None)
+
+
+@pytest.mark.parametrize("src", ['x = "\\d" (', 'if 1: "\\d"', 'return "\\d"', '"\\d"', 'x = "\\d"',
+                                 'x = 1\ny = "\\d" (', 'x = 1\ny = "\\d"', 'x = 1\n"\\d"'])
+def test_parser_warnings_shown_once_whichever_path_compiles(ex, src):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ex.run(src)
+    escapes = [w for w in seen if "escape" in str(w.message)]
+    assert len(escapes) == 1, (src, [str(w.message) for w in seen])
 
 
 @pytest.mark.parametrize(
@@ -637,15 +673,10 @@ def test_plain_assignment_cells_skip_the_ast(monkeypatch):
     def no_parse(*args, **kwargs):
         raise AssertionError("ast.parse called")
 
-    from llmrepl.executor import _DISPLAY
-
     monkeypatch.setattr(ast, "parse", no_parse)
-    for src in ("x = f(\n    1)\ny = x", "x = 1\nimport os"):
+    for src in ("x = 1", "a, b = 1, 2", "x += 1", "import os", "x = f(\n    1)\ny = x", "x = 1\nimport os"):
         body, expr = Executor._compile(src, "<cell-1>")
         assert expr is None and body.co_filename == "<cell-1>"
-    for src in ("x = 1", "a, b = 1, 2", "x += 1", "import os", "df.head()", "1 + 1"):
-        body, expr = Executor._compile(src, "<cell-1>")  # one-liners: 'single' mode
-        assert expr is _DISPLAY and body.co_filename == "<cell-1>"
 
 
 def test_value_whose_repr_hangs_is_shown_as_a_placeholder_without_a_timeout():
