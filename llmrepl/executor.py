@@ -9,7 +9,6 @@ restored after every cell, builtins first. See the project's research notes, ../
 from __future__ import annotations
 
 import _signal
-import _thread
 import ast
 import builtins
 import getpass
@@ -55,11 +54,9 @@ _len, _type = len, type
 _exec, _eval, _repr, _str = exec, eval, repr, str
 _perf_counter = time.perf_counter
 _get_ident = threading.get_ident
-# Python threads running besides the main one (threads a cell left, or the REPL's own).
-_thread_count: Callable[[], int] = getattr(_thread, "_count", lambda: threading.active_count() - 1)
 _MAIN_IDENT = threading.main_thread().ident
 # The C functions: the ``signal`` module's wrappers cost ~5 µs a call converting enums.
-_setsignal, _setitimer = _signal.signal, _signal.setitimer
+_setsignal, _getsignal, _setitimer = _signal.signal, _signal.getsignal, _signal.setitimer
 _SIGINT, _SIGALRM, _ITIMER_REAL = int(signal.SIGINT), int(signal.SIGALRM), int(signal.ITIMER_REAL)
 _getrecursionlimit, _setrecursionlimit = sys.getrecursionlimit, sys.setrecursionlimit
 _default_int_handler, _SIG_DFL = signal.default_int_handler, signal.SIG_DFL
@@ -113,6 +110,17 @@ def _prints(co: bytes) -> bool:
 _SINGLE_OK = _prints(compile("f(1)", "<c>", "single").co_code) and not _prints(
     compile("x = f(1)", "<c>", "single").co_code
 )
+
+
+_sigint_quiet = False  # True while an executor sets up or restores around a cell
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    """SIGINT while a cell runs, and after it (one handler for every Executor): interrupts
+    the cell, or between cells whatever runs, as the default handler does; ignored only
+    while the executor sets up or restores around a cell."""
+    if not _sigint_quiet:
+        raise KeyboardInterrupt
 
 
 class CellTimeout(BaseException):
@@ -198,11 +206,9 @@ class Executor:
         self._timeout_fired = False
         self._timeout_msg = ""
         # Bound once so identity checks against signal.getsignal() work.
-        self._sigint_handler = self._on_sigint
         self._alarm_handler = self._on_alarm
         self._input_bound = self._input
         self._getpass_bound = self._getpass
-        self._builtins_seen: dict[str, Any] | None = None
         self._mpl_checked = False
         self._mpl_env_prev: str | None | object = _MISSING
         if "matplotlib" not in sys.modules and os.environ.get("MPLBACKEND") != MPL_BACKEND:
@@ -348,17 +354,17 @@ class Executor:
         return compile(tree, filename, "exec", dont_inherit=True), expr
 
     def _execute(self, body: CodeType, expr: CodeType | None, result: ExecResult, limit: float) -> None:
+        global _sigint_quiet
+        main = _get_ident() == _MAIN_IDENT
+        if main:
+            _sigint_quiet = True  # until the cell's code starts: our setup is not interrupted
         ns, bd, n, sys_ = self.namespace, _BUILTINS, result.cell, _sys
         ns["__builtins__"] = builtins  # a cell may have deleted or replaced it
         orig_input = bd.get("input", _MISSING)
         bd["input"] = self._input_bound
-        # What the last cell left is still what builtins hold, unless names were added or a
-        # thread was running then or now (one a cell left may rebind a builtin between cells,
-        # and undoing that is not this cell's business): then copy again. With no thread but
-        # the REPL's own, nothing else runs between cells, so the ~160-name copy is skipped.
-        snapshot = self._builtins_seen
-        if snapshot is None or _len(snapshot) != _len(bd) or _thread_count():
-            snapshot = bd.copy()
+        # Copied for every cell: whatever rebinds a builtin between cells (a thread or signal
+        # handler a cell left, the program embedding the engine) is not this cell's to undo.
+        snapshot = bd.copy()
         orig_getpass = _getpass_mod.getpass
         getpass_bound = _getpass_mod.getpass = self._getpass_bound
         saved = (sys_.stdout, sys_.stderr, sys_.stdin, sys_.excepthook, sys_.displayhook)
@@ -370,16 +376,19 @@ class Executor:
         if _capture_mod._active_figure_log is not figures:
             _capture_mod.set_active_figure_log(figures)
         first_figure = _len(figures.saved)
-        main = _get_ident() == _MAIN_IDENT
         timed = main and limit > 0
-        sigint_handler = self._sigint_handler
+        sigint_handler = _on_sigint
         old_int: Any = None
         old_alarm: Any = None
         self._timeout_fired = False
         exc: BaseException | None = None
         try:
             if main:
-                old_int = _setsignal(_SIGINT, sigint_handler)
+                old_int = _getsignal(_SIGINT)
+                if old_int is sigint_handler:  # left by an earlier cell, in place of the default
+                    old_int = _default_int_handler
+                else:
+                    _setsignal(_SIGINT, sigint_handler)
                 if timed:
                     self._timeout_msg = (
                         f"the cell ran longer than {limit:g} s and was stopped (the namespace is "
@@ -388,6 +397,8 @@ class Executor:
                     old_alarm = _setsignal(_SIGALRM, self._alarm_handler)
             sys_.stdout, sys_.stderr, sys_.stdin = my_out, my_err, my_in
             self._armed = True
+            if main:
+                _sigint_quiet = False
             if timed:
                 # Re-fires, so a cell that swallows one CellTimeout is stopped by the next.
                 _setitimer(_ITIMER_REAL, limit, min(limit, 1.0))
@@ -401,9 +412,13 @@ class Executor:
                     result.value_repr = buf.getvalue()
         except _BaseException as e:
             self._armed = False
+            if main:
+                _sigint_quiet = True
             exc = e
         finally:
             self._armed = False
+            if main:
+                _sigint_quiet = True
             if timed:
                 _setitimer(_ITIMER_REAL, 0)
             repairs = result.repairs
@@ -415,7 +430,6 @@ class Executor:
                 builtins_intact = False
             if not builtins_intact:
                 _restore_builtins(snapshot, repairs)
-            self._builtins_seen = None if _thread_count() else snapshot
             if orig_input is _MISSING:
                 bd.pop("input", None)
             else:
@@ -440,11 +454,19 @@ class Executor:
             if _getpass_mod.getpass is not getpass_bound:
                 repairs.append("getpass.getpass was replaced; restored")
             _getpass_mod.getpass = orig_getpass
-            if main:  # signal.signal() returns the handler it replaced: ours, unless the cell changed it
-                if _setsignal(_SIGINT, _default_int_handler if old_int is None else old_int) is not sigint_handler:
+            if main:
+                # Where ours replaced the default handler it stays: between cells it acts as the
+                # default does (KeyboardInterrupt), and the next cell needs no system call.
+                keep = old_int is _default_int_handler
+                if _getsignal(_SIGINT) is not sigint_handler:
                     repairs.append("SIGINT handler was changed; restored")
+                    _setsignal(_SIGINT, sigint_handler if keep else _default_int_handler if old_int is None else old_int)
+                elif not keep:
+                    _setsignal(_SIGINT, _default_int_handler if old_int is None else old_int)
+                # signal.signal() returns the handler it replaced: ours, unless the cell changed it
                 if timed and _setsignal(_SIGALRM, _SIG_DFL if old_alarm is None else old_alarm) is not self._alarm_handler:
                     repairs.append("SIGALRM handler was changed; restored")
+                _sigint_quiet = False
         if cap.written:
             result.stdout, result.stderr, result.output = cap.values()
             result.output_chars = cap.chars
@@ -499,10 +521,6 @@ class Executor:
                 os.environ.pop("MPLBACKEND", None)
 
     # -- hooks active while a cell runs -------------------------------------------------
-
-    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        if self._armed:
-            raise KeyboardInterrupt
 
     def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
         if self._armed:

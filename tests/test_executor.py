@@ -258,10 +258,36 @@ def test_replaced_and_closed_streams_are_restored(ex):
 
 
 def test_sigint_handler_restored(ex):
-    before = signal.getsignal(signal.SIGINT)
+    from llmrepl.executor import _on_sigint
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     r = ex.run("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)")
-    assert signal.getsignal(signal.SIGINT) is before
     assert "SIGINT handler was changed; restored" in r.repairs
+    # In place of the default handler, llmrepl's stays between cells and acts as the default
+    assert signal.getsignal(signal.SIGINT) is _on_sigint
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    assert ex.run("x = 1").repairs == [] and signal.getsignal(signal.SIGINT) is _on_sigint
+
+
+def test_sigint_handler_of_the_embedding_program_is_put_back(ex):
+    seen = []
+
+    def mine(signum, frame):
+        seen.append(signum)
+
+    old = signal.signal(signal.SIGINT, mine)
+    try:
+        assert ex.run("x = 1").ok and signal.getsignal(signal.SIGINT) is mine
+        r = ex.run("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)")
+        assert r.repairs == ["SIGINT handler was changed; restored"]
+        assert signal.getsignal(signal.SIGINT) is mine
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)
+        assert seen == [signal.SIGINT]
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def test_deleted_or_replaced_dunder_builtins(ex):
@@ -401,7 +427,9 @@ def test_sigint_from_another_process_interrupts_cell(ex):
     assert r.interrupted and r.error_type == "KeyboardInterrupt"
     assert r.duration < 5
     assert r.stdout == "before\n" and "time.sleep(10)" in r.error
-    assert signal.getsignal(signal.SIGINT) is before
+    from llmrepl.executor import _on_sigint
+
+    assert signal.getsignal(signal.SIGINT) in (before, _on_sigint)
     assert ex.run("1").ok
 
 
@@ -565,7 +593,7 @@ def test_one_liners_never_touch_displayhook(ex):
     assert r.value_repr == repr(hook) and r.stdout == ""
 
 
-def test_builtin_rebound_between_cells_by_a_thread_is_not_the_next_cells_doing(ex):
+def test_builtin_rebound_between_cells_is_not_the_next_cells_doing(ex):
     try:
         ex.run("import builtins\nbuiltins.LLMREPL_T = 1")
         ex.run("x = 1")
@@ -578,8 +606,11 @@ def test_builtin_rebound_between_cells_by_a_thread_is_not_the_next_cells_doing(e
         ex.namespace["t"].join(5)
         r = ex.run("x = 2")
         assert r.repairs == [] and builtins.LLMREPL_T == 2
+        builtins.LLMREPL_T = 4  # the program embedding the engine, between cells
+        r = ex.run("x = 3")
+        assert r.repairs == [] and builtins.LLMREPL_T == 4
         r = ex.run("import builtins\nbuiltins.LLMREPL_T = 3")  # a cell's own rebinding is undone
-        assert r.repairs == ["builtins.LLMREPL_T was changed; restored"] and builtins.LLMREPL_T == 2
+        assert r.repairs == ["builtins.LLMREPL_T was changed; restored"] and builtins.LLMREPL_T == 4
     finally:
         vars(builtins).pop("LLMREPL_T", None)
 

@@ -132,6 +132,30 @@ def test_ctrl_c_while_streaming_stops_the_answer_and_keeps_it(repl, server):
     assert "interrupted" in history[-2]["content"] and history[-2]["role"] == "assistant"
 
 
+def test_ctrl_c_while_streaming_the_answer_to_a_cells_result(repl, server):
+    # After a cell, llmrepl's SIGINT handler stays installed between cells: Ctrl-C must still
+    # stop a streaming answer exactly as with Python's default handler.
+    server.reply("```python\nx = 6 * 7\nprint(x)\n```")
+    server.reply(("more " * 8 + "\n") * 60, chunk_size=5, delay=0.02)
+    server.reply("next answer")
+    child = repl()
+    ask(child, "compute")
+    child.expect_exact("Run this code? [Y/n/e/a]")
+    child.send("y")
+    child.expect_exact("42")
+    child.expect_exact("more more")
+    child.sendintr()
+    child.expect_exact("answer stopped")
+    child.expect_exact(PROMPT)
+    ask(child, "/py print(x + 1)")
+    child.expect_exact("43")
+    child.expect_exact(PROMPT)
+    child.sendintr()  # at the prompt, between cells: clears the line, the REPL stays
+    child.expect_exact(PROMPT)
+    ask(child, "and now?")
+    child.expect_exact("next answer")
+
+
 def test_alt_enter_inserts_a_newline_and_enter_sends_both_lines(repl, server):
     server.reply("got two lines")
     child = repl()
