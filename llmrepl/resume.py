@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .budget import NOTE_PREFIX
 from .session import Display, Session
 from .sessions import StoredSession
 
@@ -107,6 +108,6 @@ def _show_tail(messages: list[dict[str, Any]], display: Display, count: int = 4)
     for m in shown:
         text = " ".join(str(m["content"]).split())
         who = "you" if m["role"] == "user" else "model"
-        if text.startswith("[llmrepl]"):
+        if text.startswith(NOTE_PREFIX):
             continue
         display.notice(f"  {who}: {text[:110]}{'…' if len(text) > 110 else ''}")

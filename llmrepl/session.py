@@ -66,8 +66,6 @@ class TurnResult:
     error: ModelError | None = None
 
 
-
-
 class Session:
     """One conversation with the model and one persistent namespace."""
 
