@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,9 +17,9 @@ from llmrepl.errors import ModelError
 from llmrepl.model import Completion, OpenAIModel, to_model_error
 
 try:
-    from fakeserver import FakeOpenAI
+    from fakeserver import FakeOpenAI, closed_port
 except ImportError:  # tests/ imported as a package
-    from tests.fakeserver import FakeOpenAI
+    from tests.fakeserver import FakeOpenAI, closed_port
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -51,14 +50,6 @@ def fail_with(model: OpenAIModel, **kw: Any) -> ModelError:
     with pytest.raises(ModelError) as ei:
         model.complete(USER, **kw)
     return ei.value
-
-
-def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
 
 
 # -- answers ---------------------------------------------------------------------------

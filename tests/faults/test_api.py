@@ -7,8 +7,9 @@ must be in the journal whatever happened, and the key must never be echoed.
 
 from __future__ import annotations
 
-import socket
 import time
+
+from fakeserver import closed_port
 
 from .harness import fault_run, spawn_repl, write_config
 
@@ -17,12 +18,6 @@ MSG = "please answer this fault message"
 
 def _timeout_config(tmp_path, seconds: float = 1):
     return ["--config", str(write_config(tmp_path / "cfg" / "config.toml", f"[model]\ntimeout = {seconds}\n"))]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_401_bad_key(server):
@@ -89,7 +84,7 @@ def test_503_three_times(server):
 
 def test_connection_refused(server):
     """B11: nothing listens on the port — "cannot reach <url>: connection refused"."""
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{closed_port()}/v1"
     r = fault_run(server, [MSG], base_url=url, timeout=30)
     r.assert_ok(journaled=[("user", MSG)])
     assert r.said("cannot reach") and r.said("refused"), r.excerpt()
