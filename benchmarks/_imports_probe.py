@@ -21,7 +21,8 @@ import sys
 import threading
 import time
 
-from llmrepl import cli, ui
+from llmrepl import cli
+from llmrepl.terminal import interactive as ui
 
 _orig = ui.TerminalUI._first_prompt_drawn
 

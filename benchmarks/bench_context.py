@@ -27,8 +27,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from llmrepl.budget import NOTE_PREFIX, fit_messages  # noqa: E402
-from llmrepl.tokens import DEFAULT_CONTEXT_WINDOW, TiktokenCounter  # noqa: E402
+from llmrepl.context.budget import NOTE_PREFIX, fit_messages  # noqa: E402
+from llmrepl.context.tokens import DEFAULT_CONTEXT_WINDOW, TiktokenCounter  # noqa: E402
 
 TARGET_RATIO = 1.5
 MAX_OUTPUT = 1024

@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from llmrepl.executor import Executor  # noqa: E402
+from llmrepl.execution.executor import Executor  # noqa: E402
 
 TARGET_US = 20.0
 TARGET_RATIO = 3.0

@@ -33,7 +33,7 @@ CELL_CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[2])
 import _common as C
-from llmrepl.executor import Executor
+from llmrepl.execution.executor import Executor
 
 class Discard:
     def write(self, stream, text):

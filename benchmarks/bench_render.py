@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from llmrepl.display import TerminalDisplay  # noqa: E402
+from llmrepl.terminal.display import TerminalDisplay  # noqa: E402
 
 TARGET_CHUNK_S = 0.001
 TARGET_RATIO = 8.0

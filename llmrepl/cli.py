@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import __version__
+from llmrepl import __version__
 
 # typing, pathlib and threading stay off the --help / --version path (a few ms each), and
 # argparse (with re, gettext, enum: ~10 ms here) off the --version path
@@ -116,7 +116,7 @@ class ModelSetup:
 
     def _probe(self) -> None:
         try:
-            from .probe import find_local_server
+            from llmrepl.model.probe import find_local_server
 
             server = find_local_server()
         except Exception:  # a probe must never take the REPL down
@@ -183,14 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args = build_parser().parse_args(argv)
     env: Mapping[str, str] = os.environ
-    from .config import (
+    from llmrepl.config import (
         config_warnings,
         default_config_path,
         load_config,
         resolve_api_key,
         state_dir,
     )
-    from .errors import ConfigError
+    from llmrepl.errors import ConfigError
 
     if args.export is not None:
         return _export(args.export, state_dir(env))
@@ -219,9 +219,9 @@ def main(argv: list[str] | None = None) -> int:
 def _export(spec: list[str], state: Path) -> int:
     from pathlib import Path
 
-    from .errors import LLMReplError
-    from .export import write_export
-    from .sessions import find_session, load_session
+    from llmrepl.errors import LLMReplError
+    from llmrepl.store.catalogue import find_session, load_session
+    from llmrepl.store.export import write_export
 
     if len(spec) > 2:
         _err("--export takes PATH and optionally a session ID")
@@ -241,18 +241,18 @@ def _export(spec: list[str], state: Path) -> int:
 
 def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interactive: bool,
          api_key: str | None, state: Path, config_path: str) -> int:
-    from .display import TerminalDisplay
-    from .errors import LLMReplError
-    from .executor import Executor
-    from .journal import Journal, new_session_id
-    from .model import OpenAIModel
-    from .redact import Redactor
-    from .render import color_default
-    from .session import AutoApprove, NoRun, Session
+    from llmrepl.engine.session import AutoApprove, NoRun, Session
+    from llmrepl.errors import LLMReplError
+    from llmrepl.execution.executor import Executor
+    from llmrepl.model.client import OpenAIModel
+    from llmrepl.redact import Redactor
+    from llmrepl.store.journal import Journal, new_session_id
+    from llmrepl.terminal.display import TerminalDisplay
+    from llmrepl.terminal.render import color_default
 
     stored = None
     if args.resume is not None:
-        from .sessions import find_session, load_session
+        from llmrepl.store.catalogue import find_session, load_session
 
         try:
             stored = load_session(find_session(state, args.resume).path)
@@ -287,8 +287,8 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
         # that a head and a tail are kept and the rest counted, so 1 GB printed stays cheap
         max_capture_chars=1_000_000,
     )
-    from .context import Context
-    from .tokens import TiktokenCounter, context_window_for, encoding_for_model
+    from llmrepl.context.builder import Context
+    from llmrepl.context.tokens import TiktokenCounter, context_window_for, encoding_for_model
 
     def tokenizer_fallback(message: str) -> None:
         display.notice(message, "warning")
@@ -325,7 +325,7 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
             context.counter = TiktokenCounter(encoding, on_fallback=tokenizer_fallback)
 
     session.on_model_change = model_changed
-    from .config import ModelConfig
+    from llmrepl.config import ModelConfig
 
     explicit = bool(args.model or env.get("LLMREPL_MODEL") or config.model.name != ModelConfig().name)
     def server_found(name: str, server_reported: int | None) -> None:
@@ -335,7 +335,7 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
     setup = ModelSetup(model, api_key=api_key, base_url=config.model.base_url, explicit_model=explicit,
                        config_path=config_path, on_server=server_found)
     if config.repl.snapshots:
-        from .snapshot import SnapshotStore
+        from llmrepl.store.snapshots import SnapshotStore
 
         session.enable_snapshots(SnapshotStore(state / "sessions" / sid / "snapshots"))
     if interactive:
@@ -350,7 +350,7 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
         resumed=stored is not None,
     )
     if stored is None:
-        from .sessions import previous_crash
+        from llmrepl.store.catalogue import previous_crash
 
         crash = previous_crash(state, sid)
         if crash is not None:
@@ -359,7 +359,7 @@ def _run(args: argparse.Namespace, config: Any, env: Mapping[str, str], interact
                 f"crash, or a kill): `llmrepl --resume {crash[0]}` brings its conversation back", "warning")
     try:
         if stored is not None:
-            from .resume import resume
+            from llmrepl.engine.resume import resume
 
             resume(session, stored, display, confirm=_resume_confirm(interactive, args.yes))
         if interactive:
@@ -402,7 +402,7 @@ def _resume_confirm(interactive: bool, yes: bool) -> Callable[[str], bool]:
         return lambda question: False
 
     def ask(question: str) -> bool:
-        from .ui import ask_yes_no
+        from llmrepl.terminal.interactive import ask_yes_no
 
         return ask_yes_no(question)
 
@@ -460,7 +460,7 @@ def _own_the_keys() -> None:
 
 def _interactive(session: Any, display: Any, setup: ModelSetup, config: Any, state: Path) -> int:
     if os.environ.get("TERM") == "dumb":  # no escape codes at all: the line-based front end
-        from .plain import run_plain
+        from llmrepl.terminal.plain import run_plain
 
         display.show(f"llmrepl {__version__} · model {session.model.model} · /help for commands · Ctrl-D exits")
         setup.listen(lambda text, level: display.notice(text, level) if level != "info" else display.show(text))
@@ -478,12 +478,14 @@ def _interactive(session: Any, display: Any, setup: ModelSetup, config: Any, sta
 
 def _run_ui(session: Any, display: Any, setup: ModelSetup, config: Any, state: Path,
             early: Callable[[], None] | None) -> int:
-    from .ui import TerminalUI  # prompt_toolkit: the slowest import of the start
+    from llmrepl.terminal.interactive import (
+        TerminalUI,  # prompt_toolkit: the slowest import of the start
+    )
 
     def warm_up() -> None:
         """While the person types: what the first answer needs, so it is not paid then."""
-        from .render import warm_up as warm_up_render
-        from .tokens import ApproxCounter
+        from llmrepl.context.tokens import ApproxCounter
+        from llmrepl.terminal.render import warm_up as warm_up_render
 
         try:
             warm_up_render()
@@ -499,7 +501,7 @@ def _run_ui(session: Any, display: Any, setup: ModelSetup, config: Any, state: P
             pass  # the first request will report it properly
         base_url = config.model.base_url
         if base_url and not config.model.context_window and session.on_model_change is not None:
-            from .probe import server_context_length
+            from llmrepl.model.probe import server_context_length
 
             reported = server_context_length(base_url, api_key=setup.api_key)
             if reported:
@@ -519,7 +521,7 @@ def _run_ui(session: Any, display: Any, setup: ModelSetup, config: Any, state: P
 
 
 def _batch(session: Any, display: Any, setup: ModelSetup, reviewer: Any, lines: Any) -> int:
-    from .commands import is_command
+    from llmrepl.engine.commands import is_command
 
     first_message = True
     failed = False

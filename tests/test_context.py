@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from llmrepl.context import Context
+from llmrepl.context.builder import Context
+from llmrepl.context.tokens import TiktokenCounter
+from llmrepl.engine.session import AutoApprove, NullDisplay, ScriptedReviewer, Session
 from llmrepl.errors import ModelError
-from llmrepl.executor import Executor
-from llmrepl.model import ScriptedModel
-from llmrepl.session import AutoApprove, NullDisplay, ScriptedReviewer, Session
-from llmrepl.tokens import TiktokenCounter
+from llmrepl.execution.executor import Executor
+from llmrepl.model.client import ScriptedModel
 
 
 def test_exact_tokenizer_is_not_loaded_for_small_requests_only_near_the_limit():

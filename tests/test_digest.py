@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmrepl.digest import NamespaceDigest, describe, fingerprint
-from llmrepl.executor import Executor
+from llmrepl.context.digest import NamespaceDigest, describe, fingerprint
+from llmrepl.execution.executor import Executor
 
 MORE = re.compile(r"^- \.\.\. and ([\d,]+) more names \(/vars lists them all\)$")
 
@@ -534,7 +534,7 @@ def test_a_failing_description_does_not_break_the_render(monkeypatch):
 def test_digest_never_imports_pandas_or_numpy():
     code = """
 import json, os, sys, collections
-import llmrepl.digest as d
+import llmrepl.context.digest as d
 def f(a, b=1): return a
 ns = {"os": os, "x": 1, "xs": list(range(10)), "m": {"a": 1}, "f": f, "q": collections.deque(),
       "C": type("C", (), {}), "s": "t" * 500}
@@ -554,7 +554,7 @@ print(json.dumps({"text": text, "mods": [m for m in ("pandas", "numpy", "matplot
 def test_pandas_objects_described_when_the_user_imported_pandas():
     code = """
 import json, sys
-import llmrepl.digest as d
+import llmrepl.context.digest as d
 import pandas as pd
 ns = {"pd": pd, "df": pd.DataFrame({"a": [1.0, None]})}
 print(json.dumps(d.NamespaceDigest().render(ns, budget_tokens=1000)))

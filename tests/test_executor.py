@@ -16,7 +16,7 @@ import time
 import pytest
 
 from llmrepl.errors import InputNotAllowed
-from llmrepl.executor import CellTimeout, ExecResult, Executor
+from llmrepl.execution.executor import CellTimeout, ExecResult, Executor
 
 
 class RecordingSink:
@@ -258,7 +258,7 @@ def test_replaced_and_closed_streams_are_restored(ex):
 
 
 def test_sigint_handler_restored(ex):
-    from llmrepl.executor import _on_sigint
+    from llmrepl.execution.executor import _on_sigint
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
     r = ex.run("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)")
@@ -427,7 +427,7 @@ def test_sigint_from_another_process_interrupts_cell(ex):
     assert r.interrupted and r.error_type == "KeyboardInterrupt"
     assert r.duration < 5
     assert r.stdout == "before\n" and "time.sleep(10)" in r.error
-    from llmrepl.executor import _on_sigint
+    from llmrepl.execution.executor import _on_sigint
 
     assert signal.getsignal(signal.SIGINT) in (before, _on_sigint)
     assert ex.run("1").ok
@@ -440,7 +440,7 @@ def test_sigint_from_another_process_interrupts_cell(ex):
 def test_plt_show_saves_png_and_returns(tmp_path):
     fig_dir = tmp_path / "figs"
     ex = Executor(figure_dir=fig_dir)
-    assert "matplotlib" in sys.modules or os.environ.get("MPLBACKEND") == "module://llmrepl.mpl_backend"
+    assert "matplotlib" in sys.modules or os.environ.get("MPLBACKEND") == "module://llmrepl.execution.mpl_backend"
     r = ex.run("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\nplt.plot([2, 1])\nplt.show(block=True)")
     assert r.ok, r.error
     assert len(r.figures) == 2
@@ -654,7 +654,7 @@ def test_silent_cell_records_empty_streams(ex):
 
 
 def test_capture_buffers_made_on_demand():
-    from llmrepl.capture import Capture
+    from llmrepl.execution.capture import Capture
 
     cap = Capture(100, None)
     assert cap.values() == ("", "", "") and cap.chars == 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmrepl.journal import Journal, read_journal
+from llmrepl.store.journal import Journal, read_journal
 
 
 def test_records_are_appended_in_order_and_private(tmp_path):

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from llmrepl.errors import ModelError
-from llmrepl.model import Completion, OpenAIModel, to_model_error
+from llmrepl.model.client import Completion, OpenAIModel, to_model_error
 
 try:
     from fakeserver import FakeOpenAI, closed_port
@@ -396,7 +396,7 @@ def test_list_models_auth_error(srv: FakeOpenAI) -> None:
 
 
 def test_importing_the_module_does_not_import_openai() -> None:
-    code = "import sys, llmrepl.model; assert 'openai' not in sys.modules; print('ok')"
+    code = "import sys, llmrepl.model.client; assert 'openai' not in sys.modules; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmrepl.errors import ModelError
-from llmrepl.model import Completion, ModelClient, ScriptedModel, ToolCall
+from llmrepl.model.client import Completion, ModelClient, ScriptedModel, ToolCall
 
 
 def test_str_reply_is_streamed_and_the_call_is_recorded() -> None:

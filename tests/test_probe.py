@@ -1,4 +1,4 @@
-"""Tests for llmrepl.probe against real local HTTP servers on free ports."""
+"""Tests for llmrepl.model.probe against real local HTTP servers on free ports."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from llmrepl.probe import KNOWN_SERVERS, LocalServer, find_local_server, probe_server
+from llmrepl.model.probe import KNOWN_SERVERS, LocalServer, find_local_server, probe_server
 
 
 def _handler(status: int, body: bytes) -> type[BaseHTTPRequestHandler]:

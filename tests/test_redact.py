@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from llmrepl.executor import Executor
-from llmrepl.model import ScriptedModel
+from llmrepl.engine.session import AutoApprove, NullDisplay, Session
+from llmrepl.execution.executor import Executor
+from llmrepl.model.client import ScriptedModel
 from llmrepl.redact import Redactor
-from llmrepl.session import AutoApprove, NullDisplay, Session
 
 KEY = "my-very-own-secret-key-0123456789"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmrepl.render import StreamRenderer, highlight_code, strip_controls
+from llmrepl.terminal.render import StreamRenderer, highlight_code, strip_controls
 
 
 def test_plain_output_is_exactly_the_text_once_per_completed_line():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmrepl.risk import scan
+from llmrepl.execution.risk import scan
 
 
 def labels(code: str) -> list[str]:

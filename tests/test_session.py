@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 
+from llmrepl.engine.session import (
+    AutoApprove,
+    Decision,
+    NoRun,
+    NullDisplay,
+    ScriptedReviewer,
+    Session,
+)
 from llmrepl.errors import ModelError
-from llmrepl.executor import Executor
-from llmrepl.journal import Journal, read_journal
-from llmrepl.model import Completion, ScriptedModel, ToolCall
-from llmrepl.session import AutoApprove, Decision, NoRun, NullDisplay, ScriptedReviewer, Session
+from llmrepl.execution.executor import Executor
+from llmrepl.model.client import Completion, ScriptedModel, ToolCall
+from llmrepl.store.journal import Journal, read_journal
 
 
 def make(*replies, **kw):
@@ -234,7 +241,7 @@ def test_low_risk_labels_do_not_stop_auto_run(tmp_path):
 
 
 def test_undo_with_snapshots_rewinds_the_namespace(tmp_path):
-    from llmrepl.snapshot import SnapshotStore
+    from llmrepl.store.snapshots import SnapshotStore
 
     session, model, _ = make("```python\na = 1\n```", "one", "```python\na = 2\nb = 3\n```", "two")
     session.enable_snapshots(SnapshotStore(tmp_path / "snaps"))
@@ -250,7 +257,7 @@ def test_undo_with_snapshots_rewinds_the_namespace(tmp_path):
 
 
 def test_undo_with_snapshots_reports_what_could_not_be_rewound(tmp_path):
-    from llmrepl.snapshot import SnapshotStore
+    from llmrepl.store.snapshots import SnapshotStore
 
     session, model, display = make("```python\nimport threading\nlock = threading.Lock()\nn = 1\n```", "ok",
                                    "```python\nn = 2\nlock = threading.RLock()\n```", "ok")
@@ -277,7 +284,7 @@ def test_context_length_error_refits_with_less_and_retries_once():
 
 
 def test_newest_message_too_big_is_not_sent_and_user_is_told():
-    from llmrepl.context import Context
+    from llmrepl.context.builder import Context
 
     model = ScriptedModel([])
     session = Session(model, Executor(), display=NullDisplay(), context=Context(context_window=2000, reserve=500))
@@ -287,7 +294,7 @@ def test_newest_message_too_big_is_not_sent_and_user_is_told():
 
 
 def test_long_session_stays_inside_a_small_window_with_newest_message_present():
-    from llmrepl.context import Context
+    from llmrepl.context.builder import Context
 
     replies = []
     for i in range(60):
@@ -305,7 +312,7 @@ def test_long_session_stays_inside_a_small_window_with_newest_message_present():
 
 
 def test_tokens_report_shows_parts_budget_and_usage():
-    from llmrepl.model import Usage
+    from llmrepl.model.client import Usage
 
     session, model, _ = make(Completion(text="hi", finish_reason="stop", usage=Usage(1200, 300, 1500)))
     session.step("hello", ScriptedReviewer([]))
@@ -383,8 +390,8 @@ def test_ctrl_c_in_the_middle_of_the_loop_leaves_a_valid_history():
 
 
 def test_snapshots_never_bring_back_what_was_reset_or_undone(tmp_path):
-    from llmrepl.resume import _from_snapshot
-    from llmrepl.snapshot import SnapshotStore
+    from llmrepl.engine.resume import _from_snapshot
+    from llmrepl.store.snapshots import SnapshotStore
 
     session, model, _ = make("```python\nold_secret = 1\n```", "a", "```python\nfresh = 2\n```", "b",
                              "```python\nundone_var = 3\n```", "c")

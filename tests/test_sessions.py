@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from llmrepl.engine.session import NullDisplay, ScriptedReviewer, Session
 from llmrepl.errors import LLMReplError
-from llmrepl.executor import Executor
-from llmrepl.journal import Journal
-from llmrepl.model import Completion, ScriptedModel, ToolCall
-from llmrepl.session import NullDisplay, ScriptedReviewer, Session
-from llmrepl.sessions import (
+from llmrepl.execution.executor import Executor
+from llmrepl.model.client import Completion, ScriptedModel, ToolCall
+from llmrepl.store.catalogue import (
     find_session,
     list_sessions,
     load_session,
     render_session_list,
     sessions_dir,
 )
+from llmrepl.store.journal import Journal
 
 FAIL_CODE = 'note = """line one\n  line two"""\nprint(note)\ntotal = sum(data)\nprint("total", total)\ntotal / 0'
 FIX_CODE = 'mean = total / len(data)\nprint(f"mean {mean}")'
@@ -378,7 +378,7 @@ def test_answer_streaming_when_the_process_died_is_kept_marked_cut_off(tmp_path)
 
 
 def test_resume_answers_a_tool_call_whose_cell_never_finished(tmp_path):
-    from llmrepl.resume import resume
+    from llmrepl.engine.resume import resume
 
     path = tmp_path / "sessions" / "20260101-000000-2.jsonl"
     j = Journal(path)
@@ -389,8 +389,8 @@ def test_resume_answers_a_tool_call_whose_cell_never_finished(tmp_path):
     j.append("message", message={"role": "assistant", "content": None, "tool_calls": [call]}, exchange_start=False)
     j.append("cell_start", cell=1, code="x=1")
     stored = load_session(path)
-    from llmrepl.model import ScriptedModel
-    from llmrepl.session import NullDisplay, Session
+    from llmrepl.engine.session import NullDisplay, Session
+    from llmrepl.model.client import ScriptedModel
 
     session = Session(ScriptedModel([]), Executor(), display=NullDisplay())
     resume(session, stored, session.display, confirm=lambda q: True)

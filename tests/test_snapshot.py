@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmrepl import snapshot as snapshot_mod
-from llmrepl.executor import Executor
-from llmrepl.snapshot import SnapshotError, SnapshotStore
+from llmrepl.execution.executor import Executor
+from llmrepl.store import snapshots as snapshot_mod
+from llmrepl.store.snapshots import SnapshotError, SnapshotStore
 
 CELL = """
 import math
@@ -320,8 +320,8 @@ def test_disk_failure_raises_snapshot_error(store, monkeypatch):
 def test_snapshot_restores_in_a_fresh_process(ex, store, tmp_path):
     store.save("cell-0001", ex.namespace)
     code = textwrap.dedent(f"""
-        from llmrepl.executor import Executor
-        from llmrepl.snapshot import SnapshotStore
+        from llmrepl.execution.executor import Executor
+        from llmrepl.store.snapshots import SnapshotStore
         ex = Executor()
         report = SnapshotStore({str(tmp_path / "snaps")!r}).restore("cell-0001", ex.namespace)
         assert report.complete, report.summary()
@@ -336,7 +336,7 @@ def test_snapshot_restores_in_a_fresh_process(ex, store, tmp_path):
 
 
 def test_import_does_not_load_cloudpickle_or_pandas():
-    code = "import sys, llmrepl.snapshot; print(' '.join(sys.modules))"
+    code = "import sys, llmrepl.store.snapshots; print(' '.join(sys.modules))"
     mods = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     for heavy in ("cloudpickle", "pandas", "numpy"):
         assert heavy not in mods, heavy

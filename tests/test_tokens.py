@@ -14,7 +14,7 @@ import threading
 import pytest
 import tiktoken
 
-from llmrepl.tokens import (
+from llmrepl.context.tokens import (
     DEFAULT_CONTEXT_WINDOW,
     KNOWN_CONTEXT_WINDOWS,
     MESSAGE_OVERHEAD,
@@ -227,7 +227,7 @@ def test_falls_back_when_tiktoken_is_not_installed(monkeypatch):
 
 
 def test_importing_the_modules_does_not_import_tiktoken():
-    code = "import sys, llmrepl.tokens, llmrepl.budget; print('tiktoken' in sys.modules)"
+    code = "import sys, llmrepl.context.tokens, llmrepl.context.budget; print('tiktoken' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -8,11 +8,11 @@ import pytest
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from llmrepl.display import TerminalDisplay
-from llmrepl.executor import Executor
-from llmrepl.model import ScriptedModel
-from llmrepl.session import Session
-from llmrepl.ui import TerminalUI
+from llmrepl.engine.session import Session
+from llmrepl.execution.executor import Executor
+from llmrepl.model.client import ScriptedModel
+from llmrepl.terminal.display import TerminalDisplay
+from llmrepl.terminal.interactive import TerminalUI
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def test_empty_and_whitespace_lines_send_nothing(ui_factory, tmp_path):
 
 
 def test_bottom_toolbar_shows_model_context_fill_tokens_and_auto_run(ui_factory, tmp_path):
-    from llmrepl.model import Completion, Usage
+    from llmrepl.model.client import Completion, Usage
 
     session, model, out, display = ui_factory(Completion(text="hi", finish_reason="stop", usage=Usage(1500, 200, 1700)))
     run_keys(session, display, "hello\r\x04", tmp_path)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .tokens import REPLY_PRIMING, TokenCounter
+from llmrepl.context.tokens import REPLY_PRIMING, TokenCounter
 
 __all__ = ["NOTE_PREFIX", "is_llmrepl_note", "FitResult", "fit_messages", "dropped_note"]
 

@@ -138,7 +138,7 @@ def is_user_name(name: object, value: object) -> bool:
         return False
     if name in ("_", "_out") or (name[:1] == "_" and name[1:].isdigit()):
         return False
-    return not (name in ("exit", "quit") and _type_module(type(value)) in ("llmrepl.executor", "_sitebuiltins"))
+    return not (name in ("exit", "quit") and _type_module(type(value)) in ("llmrepl.execution.executor", "_sitebuiltins"))
 
 
 def _plain(value: Any, limit: int) -> str | None:

@@ -27,8 +27,10 @@ from opcode import opmap as _OP
 from types import CodeType, FrameType
 from typing import Any
 
-from llmrepl import capture as _capture_mod
-from llmrepl.capture import (
+from llmrepl.context.digest import is_user_name
+from llmrepl.errors import InputNotAllowed
+from llmrepl.execution import capture as _capture_mod
+from llmrepl.execution.capture import (
     INPUT_NOT_ALLOWED,
     CappedBuffer,
     Capture,
@@ -40,12 +42,10 @@ from llmrepl.capture import (
     format_exception,
     safe_str,
 )
-from llmrepl.digest import is_user_name
-from llmrepl.errors import InputNotAllowed
 
 __all__ = ["CellTimeout", "ExecResult", "Executor", "OutputSink"]
 
-MPL_BACKEND = "module://llmrepl.mpl_backend"
+MPL_BACKEND = "module://llmrepl.execution.mpl_backend"
 _MISSING = object()
 
 # Bound at import: the code that runs after a cell must not depend on anything the cell can rebind.

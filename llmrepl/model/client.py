@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .errors import ModelError
-from .model_errors import (
+from llmrepl.errors import ModelError
+from llmrepl.model.error_map import (
     KEY_HINT,
     DeadlineExceeded,
     UnexpectedResponse,

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .executor import ExecResult
+    from llmrepl.execution.executor import ExecResult
 
 __all__ = [
     "RUN_PYTHON_TOOL",

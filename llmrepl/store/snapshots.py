@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmrepl.digest import is_user_name
+from llmrepl.context.digest import is_user_name
 from llmrepl.errors import LLMReplError
-from llmrepl.fileio import fsync_dir, private_temp
+from llmrepl.store.fileio import fsync_dir, private_temp
 
 __all__ = ["RestoreReport", "SnapshotError", "SnapshotInfo", "SnapshotStore"]
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .budget import NOTE_PREFIX
-from .digest import describe
-from .session import Session
+from llmrepl.context.budget import NOTE_PREFIX
+from llmrepl.context.digest import describe
+from llmrepl.engine.session import Session
 
 __all__ = ["Command", "CommandResult", "command", "dispatch", "commands", "is_command"]
 
@@ -182,7 +182,7 @@ def _tokens(session: Session, arg: str) -> str:
 
 @command("sessions", "stored sessions: id, start, cells, first message")
 def _sessions(session: Session, arg: str) -> CommandResult:
-    from .sessions import list_sessions, render_session_list
+    from llmrepl.store.catalogue import list_sessions, render_session_list
 
     if session.state_dir is None:
         return CommandResult("no state folder: sessions are not stored", level="warning")
@@ -210,9 +210,9 @@ def _export(session: Session, arg: str) -> CommandResult:
 def _write(session: Session, target: str) -> CommandResult:
     from pathlib import Path
 
-    from .errors import LLMReplError
-    from .export import write_export
-    from .sessions import load_session
+    from llmrepl.errors import LLMReplError
+    from llmrepl.store.catalogue import load_session
+    from llmrepl.store.export import write_export
 
     path = session.journal.path
     if path is None or not session.journal.healthy:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .executor import ExecResult
-    from .model import Completion
+    from llmrepl.execution.executor import ExecResult
+    from llmrepl.model.client import Completion
 
 __all__ = ["Decision", "Reviewer", "AutoApprove", "NoRun", "ScriptedReviewer", "Display", "NullDisplay"]
 

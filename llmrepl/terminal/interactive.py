@@ -1,7 +1,7 @@
 """The interactive terminal front end: prompt_toolkit prompt, review keys, editor, Ctrl-C.
 
-The only module that imports prompt_toolkit. It drives a :class:`~llmrepl.session.Session`
-and shows everything through a :class:`~llmrepl.display.TerminalDisplay`.
+The only module that imports prompt_toolkit. It drives a :class:`~llmrepl.engine.session.Session`
+and shows everything through a :class:`~llmrepl.terminal.display.TerminalDisplay`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.layout import FormattedTextControl, Layout, Window
 from prompt_toolkit.output import Output, create_output
 
-from .commands import commands, is_command
-from .display import TerminalDisplay
-from .session import Decision, Session
+from llmrepl.engine.commands import commands, is_command
+from llmrepl.engine.session import Decision, Session
+from llmrepl.terminal.display import TerminalDisplay
 
 __all__ = ["TerminalUI", "TerminalReviewer", "SafeFileHistory", "ask_yes_no"]
 

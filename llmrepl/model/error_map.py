@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import ModelError
+from llmrepl.errors import ModelError
 
 __all__ = [
     "DeadlineExceeded",

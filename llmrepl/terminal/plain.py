@@ -10,10 +10,10 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from .commands import is_command
-from .display import TerminalDisplay
-from .review import Decision
-from .session import Session
+from llmrepl.engine.commands import is_command
+from llmrepl.engine.protocols import Decision
+from llmrepl.engine.session import Session
+from llmrepl.terminal.display import TerminalDisplay
 
 __all__ = ["PlainReviewer", "run_plain"]
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .budget import NOTE_PREFIX
-from .session import Display, Session
-from .sessions import StoredSession
+from llmrepl.context.budget import NOTE_PREFIX
+from llmrepl.engine.session import Display, Session
+from llmrepl.store.catalogue import StoredSession
 
 __all__ = ["resume", "replayable_cells"]
 

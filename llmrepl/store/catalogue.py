@@ -1,6 +1,6 @@
 """Stored sessions: list and find journals, and replay one into the conversation it left.
 
-A journal (``sessions/<id>.jsonl``, see :mod:`llmrepl.journal`) is the only record of a
+A journal (``sessions/<id>.jsonl``, see :mod:`llmrepl.store.journal`) is the only record of a
 session. :func:`load_session` replays it: ``message`` records rebuild the conversation,
 ``undo`` drops the last messages, ``reset`` clears it, and the cells that ran since the last
 reset are collected (a cell whose exchange was undone with a namespace rewind is left out;
@@ -19,9 +19,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .budget import NOTE_PREFIX  # llmrepl's own messages to the model (cell results, notes)
-from .errors import LLMReplError
-from .journal import read_journal
+from llmrepl.context.budget import (
+    NOTE_PREFIX,  # llmrepl's own messages to the model (cell results, notes)
+)
+from llmrepl.errors import LLMReplError
+from llmrepl.store.journal import read_journal
 
 __all__ = [
     "previous_crash",

@@ -1,6 +1,6 @@
 """A matplotlib backend that never blocks: ``plt.show()`` saves each open figure as a PNG.
 
-Selected with ``MPLBACKEND=module://llmrepl.mpl_backend`` (the executor sets it before
+Selected with ``MPLBACKEND=module://llmrepl.execution.mpl_backend`` (the executor sets it before
 matplotlib is imported). Figures go to the running executor's figure folder, and a line
 ``[figure saved: PATH]`` is written to ``sys.stdout`` so the cell's output shows it.
 Only matplotlib imports this module. See the project's research notes, ../shared/research/reliability.md §2.10 and A.6.
@@ -15,11 +15,11 @@ from matplotlib._pylab_helpers import Gcf
 from matplotlib.backend_bases import FigureManagerBase, _Backend
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from llmrepl.capture import active_figure_log
+from llmrepl.execution.capture import active_figure_log
 
 __all__ = ["BACKEND", "FigureCanvas", "FigureManager", "show"]
 
-BACKEND = "module://llmrepl.mpl_backend"
+BACKEND = "module://llmrepl.execution.mpl_backend"
 
 
 @_Backend.export

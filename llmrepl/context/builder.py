@@ -13,12 +13,12 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from .budget import NOTE_PREFIX, FitResult, fit_messages, is_llmrepl_note
-from .digest import NamespaceDigest
-from .errors import ModelError
-from .pricing import estimate_cost
-from .prompts import system_rules
-from .tokens import ApproxCounter, TokenCounter
+from llmrepl.context.budget import NOTE_PREFIX, FitResult, fit_messages, is_llmrepl_note
+from llmrepl.context.digest import NamespaceDigest
+from llmrepl.context.prompts import system_rules
+from llmrepl.context.tokens import ApproxCounter, TokenCounter
+from llmrepl.errors import ModelError
+from llmrepl.model.pricing import estimate_cost
 
 __all__ = ["Context"]
 

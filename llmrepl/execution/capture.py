@@ -377,7 +377,7 @@ def format_exception(exc: BaseException, limit: int, skip_files: tuple[str, ...]
         text = "".join(te.format())
     except Exception as fail:  # formatting must never take the REPL down
         text = f"{type(exc).__name__}: {safe_str(exc)}\n(traceback unavailable: {type(fail).__name__})\n"
-    for long_name in ("llmrepl.executor.CellTimeout", "llmrepl.errors.InputNotAllowed"):
+    for long_name in ("llmrepl.execution.executor.CellTimeout", "llmrepl.errors.InputNotAllowed"):
         text = text.replace(long_name + ":", long_name.rsplit(".", 1)[1] + ":")
     buf = CappedBuffer(limit)
     buf.add(text)

@@ -17,20 +17,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .budget import NOTE_PREFIX as _NOTE
-from .context import Context
-from .errors import LLMReplError, ModelError
-from .executor import ExecResult, Executor
-from .extract import code_from_tool_call, extract_code
-from .journal import Journal
-from .model import Completion, ModelClient, ToolCall
-from .prompts import RUN_PYTHON_TOOL, format_result
-from .redact import Redactor
+from llmrepl.context.budget import NOTE_PREFIX as _NOTE
+from llmrepl.context.builder import Context
+from llmrepl.context.prompts import RUN_PYTHON_TOOL, format_result
+from llmrepl.errors import LLMReplError, ModelError
+from llmrepl.execution.executor import ExecResult, Executor
+from llmrepl.extract import code_from_tool_call, extract_code
+from llmrepl.model.client import Completion, ModelClient, ToolCall
+from llmrepl.redact import Redactor
+from llmrepl.store.journal import Journal
 
 if TYPE_CHECKING:
-    from .snapshot import SnapshotStore
-from .review import AutoApprove, Decision, Display, NoRun, NullDisplay, Reviewer, ScriptedReviewer
-from .risk import scan
+    from llmrepl.store.snapshots import SnapshotStore
+from llmrepl.engine.protocols import (
+    AutoApprove,
+    Decision,
+    Display,
+    NoRun,
+    NullDisplay,
+    Reviewer,
+    ScriptedReviewer,
+)
+from llmrepl.execution.risk import scan
 
 __all__ = [
     "Decision",

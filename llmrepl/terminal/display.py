@@ -11,12 +11,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
-from .render import StreamRenderer, highlight_code, strip_controls, style
+from llmrepl.terminal.render import StreamRenderer, highlight_code, strip_controls, style
 
 if TYPE_CHECKING:
-    from .executor import ExecResult
-    from .model import Completion
-    from .session import Session
+    from llmrepl.engine.session import Session
+    from llmrepl.execution.executor import ExecResult
+    from llmrepl.model.client import Completion
 
 __all__ = ["TerminalDisplay"]
 
@@ -183,7 +183,7 @@ class TerminalDisplay:
 
     def command(self, line: str, session: Session) -> bool:
         """Run a /command and show what it says; True when it asks to leave."""
-        from .commands import dispatch
+        from llmrepl.engine.commands import dispatch
 
         try:
             result = dispatch(line, session)

@@ -1,0 +1,8 @@
+"""What the model is sent: the request, fitted to the model's context window.
+
+``builder`` assembles each request (``Context``), ``prompts`` holds everything said to the
+model, ``budget`` fits the history into the window, ``tokens`` counts tokens (tiktoken, loaded
+lazily, or an estimate) and ``digest`` summarises the live namespace without running user
+code. It may import ``execution`` (for the namespace's conventions), ``model.pricing`` and the
+base; never ``engine`` or ``terminal``.
+"""
