@@ -498,88 +498,96 @@ def test_result_record_defaults():
     assert r.ok and r.figures == [] and r.repairs == []
 
 
-# -- 13. Fast paths keep the same behaviour --------------------------------------------
+# -- 13. Cells whose ending is easy to misread ---------------------------------------------
 
-TRICKY_ENDINGS = [
-    "x = 1",
-    "x = 1\n42",
-    "x = 1\n'doc'",
-    "x = 1; 2",
-    "x = 1\n-1",
-    "x = 1\n(1, 2)",
-    "x = 1\nNone",
-    "x = 1\n...",
-    "x = 1\nx",
-    "x = 1\n(y := 5)",
-    "x = 1  # note\n\n# only a comment\n",
-    "x = 1\n\n\n",
-    "print('''\nx = 1''')",
-    "s = '''\nx = 1'''",
-    "f = dict(\nx = 1)",
-    "dict(\nx = 1)",
-    "x = (\n1)",
-    "x = \\\n1",
-    "a, b = 1, 2",
-    "x = 1\nx += 1",
-    "x = [0]\nx[0] = 3",
-    "import os",
-    "import os.path",
-    "from os import path",
-    "def f():\n    y = 1",
-    "if True:\n    y = 1",
-    "if True: y = 1",
-    "for i in range(2): y = i",
-    "lambda y=1: y",
-    "x = 1\nnot x",
-    "x = 1\nx == 1",
-    "x = 1\nx <= 1",
-    "x = 1\r\n2",
-    "x = 1\r\ny = 2",
-    "ñ = 3",
-    "x: int = 1",
+# (cell, the value shown, the error type, stdout): a value is shown, and bound to ``_``,
+# only when the last statement is an expression whose value is not None.
+TRICKY_CELLS = [
+    ("x = 1", None, None, ""),
+    ("x = 1\n42", "42", None, ""),
+    ("x = 1\n'doc'", "'doc'", None, ""),
+    ("x = 1; 2", "2", None, ""),
+    ("x = 1\n-1", "-1", None, ""),
+    ("x = 1\n(1, 2)", "(1, 2)", None, ""),
+    ("x = 1\nNone", None, None, ""),
+    ("x = 1\n...", "Ellipsis", None, ""),
+    ("x = 1\nx", "1", None, ""),
+    ("x = 1\n(y := 5)", "5", None, ""),
+    ("x = 1  # note\n\n# only a comment\n", None, None, ""),
+    ("x = 1\n\n\n", None, None, ""),
+    ("x = 1  # note", None, None, ""),
+    ("print('''\nx = 1''')", None, None, "\nx = 1\n"),
+    ("s = '''\nx = 1'''", None, None, ""),
+    ("f = dict(\nx = 1)", None, None, ""),
+    ("dict(\nx = 1)", "{'x': 1}", None, ""),
+    ("x = (\n1)", None, None, ""),
+    ("x = \\\n1", None, None, ""),
+    ("a, b = 1, 2", None, None, ""),
+    ("x = 1\nx += 1", None, None, ""),
+    ("x = [0]\nx[0] = 3", None, None, ""),
+    ("import os", None, None, ""),
+    ("import os.path", None, None, ""),
+    ("from os import path", None, None, ""),
+    ("x = 1\nimport os", None, None, ""),
+    ("x = f(\n    1)\ny = x", None, "NameError", ""),
+    ("def f():\n    y = 1", None, None, ""),
+    ("if True:\n    y = 1", None, None, ""),
+    ("if True: y = 1", None, None, ""),
+    ("for i in range(2): y = i", None, None, ""),
+    ("for i in range(2): i", None, None, ""),
+    ("lambda y=1: y", "<function <lambda>>", None, ""),
+    ("x = 1\nnot x", "False", None, ""),
+    ("x = 1\nx == 1", "True", None, ""),
+    ("x = 1\nx <= 1", "True", None, ""),
+    ("x = 1\r\n2", "2", None, ""),
+    ("x = 1\r\ny = 2", None, None, ""),
+    ("ñ = 3", None, None, ""),
+    ("x: int = 1", None, None, ""),
+    ("42", "42", None, ""),
+    ("'doc'", "'doc'", None, ""),
+    ("None", None, None, ""),
+    ("...", "Ellipsis", None, ""),
+    ("(y := 5)", "5", None, ""),
+    ("[i * 2 for i in range(3)]", "[0, 2, 4]", None, ""),
+    ("print('hi')", None, None, "hi\n"),
+    ("1 / 0", None, "ZeroDivisionError", ""),
+    ("raise SystemExit(3)", None, "SystemExit", ""),
+    ("  x = 1", None, "IndentationError", ""),
+    ("x = (1", None, "SyntaxError", ""),
+    ("", None, None, ""),
+    ("# only a comment", None, None, ""),
+    ("with_ = 1", None, None, ""),
+    ("format(3)", "'3'", None, ""),
+    ("from __future__ import annotations", None, None, ""),
+    ("'a;b'", "'a;b'", None, ""),
+    ("lambda: 1", "<function <lambda>>", None, ""),
+    ("x = 1\xa0", None, "SyntaxError", ""),
+    ("5\x0b", None, "SyntaxError", ""),
+    ("x = 1\x0c", None, None, ""),
+    ("*[1], 2", "(1, 2)", None, ""),
+    ("return 1", None, "SyntaxError", ""),
+    ("del nothing_here", None, "NameError", ""),
+    ("(yield)", None, "SyntaxError", ""),
+    ("exec(compile('5', '<s>', 'single'))", None, None, "5\n"),  # the real displayhook, inside the cell
+    ("__import__('sys').displayhook(3)", None, None, "3\n"),
+    ("x = 3\t \n\n", None, None, ""),
+    ("setattr(__import__('sys'), 'displayhook', None)", None, None, ""),
+    ("f'{1 + 1}'", "'2'", None, ""),
 ]
 
 
-ONE_LINERS = [
-    "42", "'doc'", "None", "...", "x = 5", "(y := 5)", "[i * 2 for i in range(3)]",
-    "print('hi')", "x: int = 1", "1 / 0", "raise SystemExit(3)", "  x = 1", "x = (1", "",
-    "# only a comment", "with_ = 1", "format(3)", "if True: y = 1", "for i in range(2): i",
-    "import os", "from __future__ import annotations", "'a;b'", "x = 1  # note", "lambda: 1",
-    "x = 1\xa0", "5\x0b", "x = 1\x0c", "*[1], 2", "return 1", "del nothing_here", "(yield)",
-    "exec(compile('5', '<s>', 'single'))", "__import__('sys').displayhook(3)", "x = 3\t \n\n",
-    "setattr(__import__('sys'), 'displayhook', None)", "f'{1 + 1}'",
-]
-
-
-@pytest.mark.parametrize("src", TRICKY_ENDINGS)
-def test_compile_fast_path_agrees_with_the_ast(src):
-    import ast
-
-    body, expr = Executor._compile(src, "<cell-t>")
-    assert body.co_filename == "<cell-t>"
-    tree = ast.parse(src)
-    assert (expr is not None) == isinstance(tree.body[-1], ast.Expr), src
-
-
-@pytest.mark.parametrize("src", TRICKY_ENDINGS + ONE_LINERS)
-def test_fast_paths_run_cells_as_the_ast_path_does(src):
-    fast, slow = Executor(), Executor()
-    slow._compile = Executor._compile_ast  # type: ignore[method-assign]
+@pytest.mark.parametrize(("src", "value", "error_type", "stdout"), TRICKY_CELLS)
+def test_tricky_cell_endings(src, value, error_type, stdout):
+    ex = Executor()
     had_underscore = "_" in vars(builtins)  # the default sys.displayhook sets builtins._
     try:
-        rf, rs = fast.run(src), slow.run(src)
+        r = ex.run(src)
     finally:
         if not had_underscore:
             vars(builtins).pop("_", None)
-
-    def shown(r):  # the value without its object address
-        return None if r.value_repr is None else re.sub(" at 0x[0-9a-f]+", "", r.value_repr)
-
-    assert (shown(rf), rf.error_type, rf.stdout, rf.exit_code) == (
-        shown(rs), rs.error_type, rs.stdout, rs.exit_code), src
-    assert sorted(fast.user_variables()) == sorted(slow.user_variables()), src
-    assert (rf.error or "").splitlines()[-1:] == (rs.error or "").splitlines()[-1:], src
-    assert ("_" in fast.namespace) == ("_" in slow.namespace), src
+    shown = None if r.value_repr is None else re.sub(" at 0x[0-9a-f]+", "", r.value_repr)
+    assert (shown, r.error_type, r.stdout) == (value, error_type, stdout), src
+    assert ("_" in ex.namespace) == (value is not None) == (f"_{r.cell}" in ex.namespace), src
 
 
 def test_one_liners_never_touch_displayhook(ex):
@@ -617,7 +625,7 @@ def test_builtin_rebound_between_cells_is_not_the_next_cells_doing(ex):
 
 @pytest.mark.parametrize("src", ['x = "\\d" (', 'if 1: "\\d"', 'return "\\d"', '"\\d"', 'x = "\\d"',
                                  'x = 1\ny = "\\d" (', 'x = 1\ny = "\\d"', 'x = 1\n"\\d"'])
-def test_parser_warnings_shown_once_whichever_path_compiles(ex, src):
+def test_parser_warnings_shown_once(ex, src):
     import warnings
 
     with warnings.catch_warnings(record=True) as seen:
@@ -637,7 +645,7 @@ def test_trailing_value_after_assignment(ex, src, value):
     assert r.ok and r.value_repr == value and ex.namespace["x" if "x" in src else "os"] is not None
 
 
-def test_fast_path_cell_traceback_and_syntax_error(ex):
+def test_assignment_cell_traceback_and_syntax_error(ex):
     r = ex.run("x = 1 / 0")
     assert 'File "<cell-1>", line 1, in <module>' in r.error and "x = 1 / 0" in r.error
     r = ex.run("x = (1")
@@ -688,7 +696,7 @@ def test_builtin_deleted_and_readded_under_another_name(ex):
         vars(builtins).pop("zz_other", None)
 
 
-def test_syntax_warning_shown_once_when_the_fast_path_falls_back(ex):
+def test_compiler_syntax_warning_shown_once(ex):
     import warnings
 
     for src in ("f = lambda y=1: y is 1", "x = 2 is 2", "print(3 is 3)"):
@@ -698,21 +706,55 @@ def test_syntax_warning_shown_once_when_the_fast_path_falls_back(ex):
         assert r.ok and [w.category for w in seen] == [SyntaxWarning], src
 
 
-def test_plain_assignment_cells_skip_the_ast(monkeypatch):
-    import ast
-
-    def no_parse(*args, **kwargs):
-        raise AssertionError("ast.parse called")
-
-    monkeypatch.setattr(ast, "parse", no_parse)
-    for src in ("x = 1", "a, b = 1, 2", "x += 1", "import os", "x = f(\n    1)\ny = x", "x = 1\nimport os"):
-        body, expr = Executor._compile(src, "<cell-1>")
-        assert expr is None and body.co_filename == "<cell-1>"
-
-
 def test_value_whose_repr_hangs_is_shown_as_a_placeholder_without_a_timeout():
     ex = Executor()
     r = ex.run("import time\nclass Stuck:\n    def __repr__(self):\n        time.sleep(60)\n        return 'never'\nStuck()")
     assert r.ok and "took longer than" in r.value_repr
     assert type(ex.namespace["_"]).__name__ == "Stuck"  # the value is kept
     assert ex.run("1 + 1").value_repr == "2"
+
+
+def test_a_failing_repr_is_the_cells_error_without_llmrepl_frames(ex):
+    r = ex.run("class A:\n    def __repr__(self):\n        return 1/0\nA()")
+    assert r.error_type == "ZeroDivisionError" and 'File "<cell-1>", line 3, in __repr__' in r.error
+    assert "llmrepl" not in r.error and type(ex.namespace["_"]).__name__ == "A"
+    r = ex.run("class B:\n    def __repr__(self):\n        raise SystemExit(4)\nB()")
+    assert r.error_type == "SystemExit" and r.exit_code == 4
+
+
+def test_value_repr_puts_back_a_running_timer_and_its_handler(ex):
+    fired = []
+
+    def mine(signum, frame):
+        fired.append(signum)
+
+    old = signal.signal(signal.SIGALRM, mine)
+    old_timer = signal.setitimer(signal.ITIMER_REAL, 100)
+    try:
+        assert ex.run("[1, 2]").value_repr == "[1, 2]"
+        assert signal.getsignal(signal.SIGALRM) is mine and fired == []
+        assert 50 < signal.getitimer(signal.ITIMER_REAL)[0] <= 100
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        if old_timer[0] > 0:  # pytest-timeout's own alarm
+            signal.setitimer(signal.ITIMER_REAL, *old_timer)
+
+
+def test_bounded_repr_stops_a_repr_that_swallows_the_first_timeout():
+    from llmrepl.execution.namespace import bounded_repr
+
+    class Stubborn:
+        def __repr__(self):
+            try:
+                time.sleep(10)
+            except BaseException:
+                time.sleep(10)
+            return "never"
+
+    before = signal.getsignal(signal.SIGALRM)
+    start = time.monotonic()
+    assert bounded_repr(Stubborn(), 0.05) is None
+    assert time.monotonic() - start < 5
+    assert bounded_repr([1], 0.05) == "[1]"
+    assert signal.getsignal(signal.SIGALRM) is before

@@ -2,7 +2,8 @@
 
 ``builder`` assembles each request (``Context``), ``prompts`` holds everything said to the
 model, ``budget`` fits the history into the window, ``tokens`` counts tokens (tiktoken, loaded
-lazily, or an estimate) and ``digest`` summarises the live namespace without running user
-code. It may import ``execution`` (for the namespace's conventions), ``model.pricing`` and the
-base; never ``engine`` or ``terminal``.
+lazily, or an estimate), ``digest`` picks the namespace's names and fits them to a budget and
+``describer`` turns one value into one line without running user code. It may import
+``execution`` (for the namespace's conventions), ``model.pricing`` and the base; never
+``engine`` or ``terminal``.
 """

@@ -1,113 +1,27 @@
 """A compact, budgeted description of the user's namespace for the model's system prompt.
 
-It reads types and sizes without running user code: no ``__len__``, ``__getattr__`` or
-properties of unknown classes (type facts come through the C descriptors of ``type`` and
-the builtin base classes). The only user code it may call is ``repr``, capped in length
-and in time (a SIGALRM timer, main thread only). pandas and numpy are never imported:
-their objects are described only when the module is already in ``sys.modules``.
+Which names, in what order (newest or changed first), within a token budget; each value's
+line comes from ``describer``, which reads types and sizes without running user code (only
+``repr``, capped in length and time). ``fingerprint`` tells whether a value changed between
+cells without reading its data. pandas and numpy are never imported here.
 """
 
 from __future__ import annotations
 
-import collections
-import itertools
-import re
-import signal
-import sys
-import threading
-import time
 import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["NamespaceDigest", "describe", "fingerprint", "is_user_name"]
+from llmrepl.context.describer import CONTAINERS, Describer, library_kind
+from llmrepl.execution.namespace import is_user_name
 
-_MAX_COLUMNS = 12  # DataFrame columns listed before "+k more"
-_MAX_KEYS = 5  # dict keys listed
-_SAMPLE = 5  # items looked at to tell a container's element type
-_MISSING_CELLS = 5_000_000  # above this, missing values are not counted
-_TINY_ARRAY = 8  # arrays with at most this many elements show their values
-_LONG_INT_BITS = 256
-_SIGNATURE_CHARS = 160
-_REPR_TOTAL_SECONDS = 0.5  # all guarded reprs of one render together; then types only
+__all__ = ["NamespaceDigest", "describe", "fingerprint"]
+
 _MORE = "- ... and {n} more names (/vars lists them all)"
-
-# Type facts read through the C descriptors: a metaclass cannot intercept these.
-_type_name: Callable[[type], str] = type.__dict__["__name__"].__get__
-_type_qualname: Callable[[type], str] = type.__dict__["__qualname__"].__get__
-_type_module_raw: Callable[[type], Any] = type.__dict__["__module__"].__get__
-_type_mro: Callable[[type], tuple[type, ...]] = type.__dict__["__mro__"].__get__
-_type_dict: Callable[[type], Mapping[str, Any]] = type.__dict__["__dict__"].__get__
-_type_bases: Callable[[type], tuple[type, ...]] = type.__dict__["__bases__"].__get__
-_module_dict: Callable[[Any], dict[str, Any]] = vars(types.ModuleType)["__dict__"].__get__
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
-_CONTAINERS: tuple[Any, ...] = (list, tuple, dict, set, frozenset, collections.deque)
-_FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType, types.MethodType)
 
 
 def _approx_tokens(text: str) -> int:
     return len(text) // 4 + 1
-
-
-def _type_module(t: type) -> str:
-    try:
-        module = _type_module_raw(t)
-    except Exception:
-        return ""
-    return module if type(module) is str else ""
-
-
-def _lookup(t: type, name: str) -> Any:
-    """``name`` as found on the class, read from the MRO's dicts (no descriptor runs)."""
-    for klass in _type_mro(t):
-        d = _type_dict(klass)
-        if name in d:
-            return d[name]
-    return None
-
-
-def _type_label(t: type) -> str:
-    """``DataFrame`` -> ``pandas.DataFrame``: the shortest loaded module path that exports it."""
-    name, module = _type_qualname(t), _type_module(t)
-    if module in ("builtins", "__main__", ""):
-        return name
-    parts, short = module.split("."), _type_name(t)
-    for i in range(1, len(parts)):
-        prefix = ".".join(parts[:i])
-        mod = sys.modules.get(prefix)
-        if issubclass(type(mod), types.ModuleType) and _module_dict(mod).get(short) is t:
-            return f"{prefix}.{short}"
-    return f"{module}.{name}"
-
-
-def _library_class(module_name: str, class_name: str) -> type | None:
-    """A class of an already-imported library, or None (never imports, never runs a module __getattr__)."""
-    mod = sys.modules.get(module_name)
-    if not issubclass(type(mod), types.ModuleType):
-        return None
-    cls = _module_dict(mod).get(class_name)
-    return cls if isinstance(cls, type) else None
-
-
-def _library_kind(t: type) -> str | None:
-    """'frame' / 'series' / 'index' / 'array' / 'npscalar' for pandas and numpy types, else None.
-
-    Subclasses count when a library defines them (geopandas, numpy.ma); a class the user
-    made in a cell (module ``__main__``) does not: its overrides are user code.
-    """
-    if _type_module(t) == "__main__":
-        return None
-    for module, cls_name, kind in (
-        ("pandas", "DataFrame", "frame"),
-        ("pandas", "Series", "series"),
-        ("pandas", "Index", "index"),
-        ("numpy", "ndarray", "array"),
-        ("numpy", "generic", "npscalar"),
-    ):
-        cls = _library_class(module, cls_name)
-        if cls is not None and issubclass(t, cls):
-            return kind
-    return None
 
 
 def fingerprint(value: Any) -> tuple[Any, ...]:
@@ -116,10 +30,10 @@ def fingerprint(value: Any) -> tuple[Any, ...]:
     key: tuple[Any, ...] = (id(t),)
     try:
         base: Any
-        for base in _CONTAINERS + (str, bytes, bytearray):
+        for base in CONTAINERS + (str, bytes, bytearray):
             if issubclass(t, base):
                 return (*key, base.__len__(value))
-        kind = _library_kind(t)
+        kind = library_kind(t)
         if kind in ("frame", "series", "index", "array"):
             return (*key, tuple(value.shape))
     except Exception:
@@ -127,367 +41,9 @@ def fingerprint(value: Any) -> tuple[Any, ...]:
     return key
 
 
-def is_user_name(name: object, value: object) -> bool:
-    """Whether ``name`` is a variable the user's code made: not a dunder, not ``_``/``_N``/
-    ``_out`` history, not the injected exit/quit, not a non-string key (``globals()[1] = 2``).
-    The one rule for /vars, the digest and snapshots; reads the value's type through C
-    descriptors, so user code cannot intercept the check."""
-    if type(name) is not str:
-        return False
-    if name.startswith("__") and name.endswith("__"):
-        return False
-    if name in ("_", "_out") or (name[:1] == "_" and name[1:].isdigit()):
-        return False
-    return not (name in ("exit", "quit") and _type_module(type(value)) in ("llmrepl.execution.executor", "_sitebuiltins"))
-
-
-def _plain(value: Any, limit: int) -> str | None:
-    """repr of a builtin value whose repr runs no user code and fits ``limit``; else None."""
-    t = type(value)
-    if value is None or t is bool or t is float or t is complex or t is range:
-        text = repr(value)
-    elif t is int:
-        if int.bit_length(value) > _LONG_INT_BITS:
-            return None
-        text = repr(value)
-    elif t is str or t is bytes:
-        if len(value) > limit:
-            return None
-        text = repr(value)
-    elif t is tuple and len(value) <= _SAMPLE:
-        parts = [p for p in (_plain(x, limit) for x in value) if p is not None]
-        if len(parts) != len(value):
-            return None
-        text = f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
-    else:
-        return None
-    return text if len(text) <= limit else None
-
-
-def _label(value: Any, limit: int = 40) -> str:
-    """A column / key / name label: strings as they are, other plain values by repr, else the type."""
-    if type(value) is str:
-        return value if len(value) <= limit else value[: limit - 1] + "…"
-    text = _plain(value, limit)
-    return text if text is not None else f"<{_type_label(type(value))}>"
-
-
-def _quoted(value: Any, limit: int = 30) -> str:
-    """repr of a plain value, else ``<type>``: for keys, defaults and names."""
-    text = _plain(value, limit)
-    return text if text is not None else f"<{_type_label(type(value))}>"
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: max(limit - 1, 1)] + "…"
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
-
-
-class _ReprTimeout(BaseException):
-    """Raised by our SIGALRM handler inside a repr that ran too long."""
-
-
-class _Shown:
-    """Stands in for a default or annotation in a signature, so str(signature) runs no user repr."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-class _Describer:
-    """One value -> one line. Holds the caps, and the repr time spent so far in one render."""
-
-    def __init__(self, max_repr_chars: int, time_limit: float) -> None:
-        self.max_chars = max(max_repr_chars, 8)
-        self.time_limit = time_limit
-        self.repr_seconds = 0.0
-
-    # -- the guarded repr ---------------------------------------------------------------
-
-    def guarded_repr(self, value: Any) -> str | None:
-        """repr(value) under a length and a time cap; None when it cannot be bounded (off the main thread)."""
-        if (
-            self.time_limit <= 0
-            or not hasattr(signal, "setitimer")
-            or threading.get_ident() != threading.main_thread().ident
-            or self.repr_seconds >= _REPR_TOTAL_SECONDS
-        ):
-            return None
-        state = {"armed": False, "fired": False}
-
-        def on_alarm(signum: int, frame: Any) -> None:
-            if state["armed"]:
-                state["fired"] = True
-                raise _ReprTimeout
-
-        start = time.monotonic()
-        try:
-            old_handler = signal.signal(signal.SIGALRM, on_alarm)
-        except (ValueError, OSError):
-            return None
-        # Re-fires, so a repr that swallows one _ReprTimeout is stopped by the next.
-        old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, self.time_limit, self.time_limit)
-        text: Any = None
-        try:
-            try:
-                state["armed"] = True
-                text = repr(value)
-            finally:
-                state["armed"] = False
-        except _ReprTimeout:
-            pass
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # SystemExit too: a repr must not end anything
-            text = f"<repr failed: {_type_name(type(exc))}>"
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, old_handler if old_handler is not None else signal.SIG_DFL)
-            elapsed = time.monotonic() - start
-            self.repr_seconds += elapsed
-            if old_delay > 0:  # someone else's timer (pytest-timeout, a cell limit) keeps running
-                signal.setitimer(signal.ITIMER_REAL, max(old_delay - elapsed, 1e-6), old_interval)
-        if state["fired"] or text is None:
-            return "<repr too slow>"
-        # str.__getitem__ returns an exact str even for a str subclass: no user methods from here on.
-        text = str.__getitem__(text, slice(0, self.max_chars * 4))
-        return _cut(" ".join(_ADDRESS.sub("", text).split()), self.max_chars)
-
-    # -- one value ----------------------------------------------------------------------
-
-    def describe(self, value: Any) -> str:
-        t = type(value)
-        try:
-            return self._describe(value, t)
-        except Exception as exc:
-            return f"{_type_label(t)} <could not describe: {_type_name(type(exc))}>"
-
-    def _describe(self, value: Any, t: type) -> str:
-        plain = _plain(value, self.max_chars)
-        if plain is not None:
-            return plain
-        if t is str:
-            return f"str, {len(value):,} chars: {repr(value[:40])}…"
-        if t is int:
-            return f"int, about {int(int.bit_length(value) * 0.30103) + 1:,} digits"
-        if t is bytes or t is bytearray:
-            return f"{t.__name__}, {_count(len(value), 'byte')}"
-        if issubclass(t, types.ModuleType):
-            return f"module {self._module_name(value)}"
-        kind = _library_kind(t)
-        if kind is not None:
-            return getattr(self, f"_{kind}")(value, t)
-        if issubclass(t, _FUNCTIONS):
-            return self._function(value, t)
-        if issubclass(t, type):
-            bases = [_type_label(b) for b in _type_bases(value) if b is not object]
-            return f"class {_type_label(value)}" + (f"({', '.join(bases)})" if bases else "")
-        if issubclass(t, tuple) and type(_lookup(t, "_fields")) is tuple:
-            return self._namedtuple(value, t)
-        for base in _CONTAINERS:
-            if issubclass(t, base):
-                return self._container(value, t, base)
-        return self._other(value, t)
-
-    @staticmethod
-    def _module_name(module: types.ModuleType) -> str:
-        name = _module_dict(module).get("__name__")
-        return name if type(name) is str else "?"
-
-    def _other(self, value: Any, t: type) -> str:
-        label = _type_label(t)
-        if _lookup(t, "__repr__") is object.__repr__:  # would only say "<Foo object>"
-            return label
-        text = self.guarded_repr(value)
-        return label if text is None else f"{label} · {text}"
-
-    def _container(self, value: Any, t: type, base: Any) -> str:
-        n = base.__len__(value)
-        name = _type_label(t)
-        if n == 0:
-            return f"{name}, empty"
-        if base is dict:
-            items = list(itertools.islice(dict.items(value), _MAX_KEYS + 1))
-            if len(items) <= _MAX_KEYS:
-                pairs = [(_plain(k, 30), _plain(v, 30)) for k, v in items]
-                if all(k is not None and v is not None for k, v in pairs):
-                    text = "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}"
-                    if len(text) <= self.max_chars:
-                        return text if t is dict else f"{name} = {text}"
-            keys = ", ".join(_quoted(k) for k, _ in items[:_MAX_KEYS])
-            more = f", … +{n - _MAX_KEYS:,} more" if n > _MAX_KEYS else ""
-            line = f"{name}, {_count(n, 'key')}: {keys}{more}"
-            vtype = self._common_type([v for _, v in items])
-            return line + (f" · values: {vtype}" if vtype else "")
-        if base is list or base is tuple:
-            sample = base.__getitem__(value, slice(0, _SAMPLE + 1))
-        else:
-            sample = list(itertools.islice(base.__iter__(value), _SAMPLE + 1))
-        if n <= _SAMPLE:
-            shown = [p for p in (_plain(x, 30) for x in sample) if p is not None]
-            if len(shown) == len(sample):
-                text = ", ".join(shown)
-                text = {list: f"[{text}]", tuple: f"({text}{',' if n == 1 else ''})"}.get(base, f"{{{text}}}")
-                if base is frozenset:
-                    text = f"frozenset({text})"
-                if len(text) <= self.max_chars and base is not collections.deque:
-                    return text if t is base else f"{name} = {text}"
-        line = f"{name}, {_count(n, 'item')}"
-        maxlen = collections.deque.maxlen.__get__(value) if base is collections.deque else None
-        if type(maxlen) is int:
-            line += f" (maxlen {maxlen:,})"
-        etype = self._common_type(list(sample[:_SAMPLE]))
-        if etype:
-            line += f" of {etype}"
-            if type(sample[0]) is dict:
-                inner = list(itertools.islice(dict.__iter__(sample[0]), _MAX_KEYS))
-                more = ", …" if len(sample[0]) > _MAX_KEYS else ""
-                line += f" (keys: {', '.join(_quoted(k) for k in inner)}{more})"
-        return line
-
-    @staticmethod
-    def _common_type(sample: list[Any]) -> str | None:
-        if not sample:
-            return None
-        first = type(sample[0])
-        return _type_label(first) if all(type(x) is first for x in sample) else None
-
-    def _namedtuple(self, value: Any, t: type) -> str:
-        fields = _lookup(t, "_fields")
-        items = tuple.__getitem__(value, slice(0, _SAMPLE + 1))
-        parts = [f"{_label(f, 20)}={_quoted(v)}" for f, v in zip(fields, items, strict=False)]
-        more = ", …" if tuple.__len__(value) > _SAMPLE else ""
-        return _cut(f"{_type_label(t)}({', '.join(parts)}{more})", self.max_chars * 2)
-
-    # -- functions ----------------------------------------------------------------------
-
-    def _function(self, func: Any, t: type) -> str:
-        if t is types.MethodType:
-            owner = _type_label(type(func.__self__))
-            inner = func.__func__
-            if type(inner) is not types.FunctionType:
-                return f"method of {owner}"
-            return f"method {owner}.{inner.__name__}{self._signature(func)}"
-        name = func.__name__ if type(func.__name__) is str else "?"
-        if t is types.BuiltinFunctionType:
-            return f"builtin {name}{self._signature(func)}"
-        target = func
-        for _ in range(10):  # functools.wraps: show the wrapped signature, functions only
-            wrapped = func.__dict__.get("__wrapped__")
-            if type(wrapped) is not types.FunctionType:
-                break
-            target = func = wrapped
-        kind = "async function" if target.__code__.co_flags & 0x80 else "function"
-        if name == "<lambda>":
-            return f"lambda {self._signature(target)}"
-        return f"{kind} {name}{self._signature(target)}"
-
-    def _signature(self, func: Any) -> str:
-        import inspect  # stdlib; only needed once the namespace holds a function
-
-        try:
-            sig = inspect.signature(func, follow_wrapped=False)
-            params = [
-                p.replace(
-                    default=p.default if p.default is p.empty else _Shown(_quoted(p.default)),
-                    annotation=p.annotation if p.annotation is p.empty else _Shown(self._annotation(p.annotation)),
-                )
-                for p in sig.parameters.values()
-            ]
-            ret = sig.return_annotation
-            sig = sig.replace(
-                parameters=params,
-                return_annotation=ret if ret is sig.empty else _Shown(self._annotation(ret)),
-            )
-            return _cut(str(sig), _SIGNATURE_CHARS)
-        except Exception:
-            return "(...)"
-
-    def _annotation(self, ann: Any) -> str:
-        if type(ann) is str:
-            return _cut(ann, 40)
-        if issubclass(type(ann), type):
-            return _type_label(ann)
-        text = self.guarded_repr(ann)
-        return _cut(text.replace("typing.", ""), 40) if text else f"<{_type_label(type(ann))}>"
-
-    # -- numpy and pandas (trusted library code; only when already imported) -------------
-
-    @staticmethod
-    def _shape(shape: tuple[int, ...]) -> str:
-        return "×".join(f"{d:,}" for d in shape) if shape else "0-d"
-
-    def _array(self, value: Any, t: type) -> str:
-        line = f"{_type_label(t)} {self._shape(tuple(value.shape))} {value.dtype}"
-        if value.size <= _TINY_ARRAY and value.dtype.kind in "biufcmMUS":
-            text = _cut(repr(value.tolist()), self.max_chars)
-            line += f" = {text}"
-        return line
-
-    def _npscalar(self, value: Any, t: type) -> str:
-        if value.dtype.kind in "biufc":
-            text = _plain(value.item(), self.max_chars)
-            if text is not None:
-                return f"{_type_label(t)} = {text}"
-        return f"{_type_label(t)} = {_cut(str(value), self.max_chars)}"
-
-    def _frame(self, value: Any, t: type) -> str:
-        rows, ncols = (int(d) for d in value.shape)
-        line = f"{_type_label(t)} {rows:,}×{ncols:,}"
-        if ncols == 0:
-            return line + " (no columns)"
-        shown = min(ncols, _MAX_COLUMNS)
-        head = value.iloc[:, :shown]
-        labels = [_label(c) for c in value.columns[:shown].tolist()]
-        dtypes = [str(d) for d in head.dtypes.tolist()]
-        counted = rows * shown <= _MISSING_CELLS
-        missing = [int(m) for m in head.isna().sum().tolist()] if counted else [0] * shown
-        cols = [f"{c} ({d}, {m:,} missing)" if m else f"{c} ({d})" for c, d, m in zip(labels, dtypes, missing, strict=True)]
-        line += " · columns: " + ", ".join(cols) + (f", ... +{ncols - shown:,} more" if ncols > shown else "")
-        pd_range = _library_class("pandas", "RangeIndex")
-        index = value.index
-        if pd_range is None or type(index) is not pd_range:
-            line += f" · index: {self._index_label(index)}"
-        if not counted:
-            line += f" · missing values not counted ({rows * shown:,} cells)"
-        return line
-
-    def _index_label(self, index: Any) -> str:
-        names = [n for n in index.names if n is not None]
-        if len(index.names) > 1:
-            return f"{_type_name(type(index))} ({', '.join(_label(n, 30) for n in index.names)})"
-        label = _label(names[0], 30) if names else _type_name(type(index))
-        return f"{label} ({index.dtype})"
-
-    def _series(self, value: Any, t: type) -> str:
-        n = len(value)
-        line = f"{_type_label(t)} {n:,} · {value.dtype}"
-        if value.name is not None:
-            line += f" · name {_quoted(value.name)}"
-        if n <= _MISSING_CELLS:
-            missing = int(value.isna().sum())
-            line += f" · {missing:,} missing" if missing else ""
-        else:
-            line += " · missing values not counted"
-        return line
-
-    def _index(self, value: Any, t: type) -> str:
-        line = f"{_type_label(t)} {len(value):,} · {value.dtype}"
-        names = [_quoted(n) for n in value.names if n is not None]
-        return line + (f" · name {', '.join(names)}" if names else "")
-
-
 def describe(value: Any, *, max_repr_chars: int = 80) -> str:
     """One value on one line: type, size, and a short value where that is safe to read."""
-    return _Describer(max_repr_chars, 0.05).describe(value)
+    return Describer(max_repr_chars, 0.05).describe(value)
 
 
 class NamespaceDigest:
@@ -539,8 +95,8 @@ class NamespaceDigest:
         if not names:
             header = "(nothing yet)"
         else:
-            header = f"{_count(len(names), 'name')}, newest or changed first:"
-        describer = _Describer(self.max_repr_chars, self.repr_time_limit)
+            header = f"{len(names):,} name{'' if len(names) == 1 else 's'}, newest or changed first:"
+        describer = Describer(self.max_repr_chars, self.repr_time_limit)
         modules = [n for n in names if issubclass(type(namespace[n]), types.ModuleType)]
         module_set = set(modules)
         others = [n for n in names if n not in module_set]
@@ -551,7 +107,7 @@ class NamespaceDigest:
             if modules:
                 parts = []
                 for n in modules:
-                    real = describer._module_name(namespace[n])
+                    real = describer.module_name(namespace[n])
                     parts.append(n if real == n else f"{n} ({real})")
                 yield "- modules: " + ", ".join(parts), len(modules)
             for n in others:

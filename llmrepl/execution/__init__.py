@@ -1,8 +1,10 @@
 """Where cells run: the persistent namespace and everything around one cell.
 
-``executor`` runs a cell and returns an ``ExecResult`` (it never raises), ``capture`` records
-its output as it is shown, ``mpl_backend`` is the matplotlib backend that saves figures, and
-``risk`` scans a cell before it runs. A kernel executor and display data (Jupyter MIME
-bundles) belong here too. It may import only the base; never ``model``, ``engine``,
-``context``, ``store`` or ``terminal``.
+``executor`` runs a cell and returns an ``ExecResult`` (it never raises),
+``interpreter_state`` puts back what a cell broke in the interpreter, ``capture`` records its
+output as it is shown, ``namespace`` says which names are the user's and reads values
+safely (a time-bounded ``repr``), ``mpl_backend`` is the matplotlib backend that saves
+figures, and ``risk`` scans a cell before it runs. A kernel executor and display data
+(Jupyter MIME bundles) belong here too. It may import only the base; never ``model``,
+``engine``, ``context``, ``store`` or ``terminal``.
 """
