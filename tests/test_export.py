@@ -14,8 +14,8 @@ import pytest
 from test_sessions import FIX_EDITED, build_session, cell, exchange, msg, write_journal
 
 from llmrepl.errors import LLMReplError
-from llmrepl.store.catalogue import load_session
 from llmrepl.store.export import export_ipynb, export_py, transcript_markdown, write_export
+from llmrepl.store.transcript import load_session
 
 
 @pytest.fixture(scope="module")

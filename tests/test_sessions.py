@@ -8,18 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from llmrepl.engine.session import NullDisplay, ScriptedReviewer, Session
+from llmrepl.engine.protocols import NullDisplay, ScriptedReviewer
+from llmrepl.engine.session import Session
 from llmrepl.errors import LLMReplError
 from llmrepl.execution.executor import Executor
 from llmrepl.model.client import Completion, ScriptedModel, ToolCall
-from llmrepl.store.catalogue import (
-    find_session,
-    list_sessions,
-    load_session,
-    render_session_list,
-    sessions_dir,
-)
+from llmrepl.store.catalogue import find_session, list_sessions, render_session_list, sessions_dir
 from llmrepl.store.journal import Journal
+from llmrepl.store.transcript import load_session
 
 FAIL_CODE = 'note = """line one\n  line two"""\nprint(note)\ntotal = sum(data)\nprint("total", total)\ntotal / 0'
 FIX_CODE = 'mean = total / len(data)\nprint(f"mean {mean}")'
@@ -389,7 +385,8 @@ def test_resume_answers_a_tool_call_whose_cell_never_finished(tmp_path):
     j.append("message", message={"role": "assistant", "content": None, "tool_calls": [call]}, exchange_start=False)
     j.append("cell_start", cell=1, code="x=1")
     stored = load_session(path)
-    from llmrepl.engine.session import NullDisplay, Session
+    from llmrepl.engine.protocols import NullDisplay
+    from llmrepl.engine.session import Session
     from llmrepl.model.client import ScriptedModel
 
     session = Session(ScriptedModel([]), Executor(), display=NullDisplay())

@@ -1,8 +1,9 @@
 """What llmrepl keeps on disk, and how it reads it back.
 
-``journal`` appends every event, fsynced; ``catalogue`` lists stored sessions and replays a
-journal into a ``StoredSession``; ``snapshots`` keeps namespace snapshots; ``export`` writes
-Markdown, ``.py`` and ``.ipynb``; ``fileio`` does private, atomic writes. It may import
-``context`` (for llmrepl's note prefix), ``execution`` (for what counts as a user variable)
-and the base; never ``engine`` or ``terminal``.
+``journal`` appends every event, fsynced; ``catalogue`` lists and finds stored sessions;
+``transcript`` replays one journal into a ``StoredSession``; ``snapshots`` keeps namespace
+snapshots, pickled by ``pickler``; ``export`` writes Markdown, ``.py`` and ``.ipynb``;
+``fileio`` does private, atomic writes. It may import ``context`` (for llmrepl's note
+prefix), ``execution`` (for what counts as a user variable) and the base; never ``engine``
+or ``terminal``.
 """

@@ -1,6 +1,6 @@
 """``/save`` and ``/export``: a stored session as Markdown, a runnable ``.py``, or a notebook.
 
-All three render :class:`llmrepl.store.catalogue.StoredSession`, the journal replayed: the
+All three render :class:`llmrepl.store.transcript.StoredSession`, the journal replayed: the
 conversation as it stands (undone exchanges and everything before the last ``/reset`` are
 left out) and the cells behind the namespace. Files are written atomically and 0600, since
 they hold conversation text.
@@ -19,8 +19,8 @@ from typing import Any
 
 from llmrepl.errors import LLMReplError
 from llmrepl.extract import PYTHON_TAGS, code_from_tool_call, extract_code
-from llmrepl.store.catalogue import CellRecord, Entry, StoredSession
 from llmrepl.store.fileio import atomic_write_text
+from llmrepl.store.transcript import CellRecord, Entry, StoredSession
 
 __all__ = ["transcript_markdown", "export_py", "export_ipynb", "write_export", "FORMATS"]
 

@@ -1,22 +1,18 @@
 """Snapshots of the user's namespace, so ``/undo`` and resume can rewind variables.
 
-Each value is pickled on its own with cloudpickle (one bad value spoils nothing else) into a
-content-addressed blob (``blobs/<sha256>.pkl``); a snapshot is a small JSON manifest naming
-its blobs, written last, so a snapshot exists only once complete. Unchanged values cost no
-new file. Functions defined in cells are pickled without their globals and come back bound
-to the namespace they are restored into, so they keep seeing live variables. Modules are
-recorded by name and re-imported. What could not be saved is listed, and a restore reports
-it rather than claim a rewind that did not happen. Files are 0600 in 0700 folders, written
-atomically (temp file, fsync, rename). One store per folder; not thread-safe.
+Each value is pickled on its own (:mod:`llmrepl.store.pickler`; one bad value spoils nothing
+else) into a content-addressed blob (``blobs/<sha256>.pkl``); a snapshot is a small JSON
+manifest naming its blobs, written last, so a snapshot exists only once complete. Unchanged
+values cost no new file. Modules are recorded by name and re-imported. What could not be
+saved is listed, and a restore reports it rather than claim a rewind that did not happen.
+Files are 0600 in 0700 folders, written atomically (temp file, fsync, rename). One store per
+folder; not thread-safe.
 """
 
 from __future__ import annotations
 
-import builtins
-import contextvars
 import hashlib
 import importlib
-import io
 import json
 import os
 import pickle
@@ -29,9 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmrepl.context.digest import is_user_name
 from llmrepl.errors import LLMReplError
+from llmrepl.execution.namespace import is_user_name
 from llmrepl.store.fileio import fsync_dir, private_temp
+from llmrepl.store.pickler import (
+    BlobWriter,
+    DiskError,
+    TooLarge,
+    dump,
+    estimate_size,
+    is_immutable,
+    loading_into,
+)
 
 __all__ = ["RestoreReport", "SnapshotError", "SnapshotInfo", "SnapshotStore"]
 
@@ -41,17 +46,14 @@ _MANIFEST_RE = re.compile(r"(\d{8})-(.+)\.json\Z")
 _CHUNK = 1 << 20
 _MB = 2**20
 _STALE_TEMP_SECONDS = 3600
-_OPEN_FILE_TYPES = (io.FileIO, io.BufferedReader, io.BufferedWriter, io.BufferedRandom,
-                    io.BufferedRWPair, io.TextIOWrapper)
-_IMMUTABLE_ATOMS = (int, float, complex, str, bytes, bool, type(None), range)
-
-# The namespace a restore is loading into; cell functions are rebuilt with it as globals.
-_target: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "llmrepl_snapshot_target", default=None)
 
 
 class SnapshotError(LLMReplError):
     """The snapshot folder could not be written (disk full, permissions)."""
+
+
+class _Unreadable(Exception):
+    """A load problem whose message is already written for the person."""
 
 
 @dataclass
@@ -159,7 +161,7 @@ class SnapshotStore:
                 entries[name] = {"kind": "alias", "of": first_by_id[id(value)]}
             else:
                 first_by_id[id(value)] = name
-                candidates.append((_estimate(value), name, value))
+                candidates.append((estimate_size(value), name, value))
         # Smallest first, so the size limit leaves out the big values, not whatever came last.
         candidates.sort(key=lambda c: c[0])
         used = 0
@@ -179,9 +181,9 @@ class SnapshotStore:
                 else:
                     try:
                         digest, size, new = self._write_blob(value, namespace, left)
-                    except _DiskError:
+                    except DiskError:
                         raise
-                    except _TooLarge:
+                    except TooLarge:
                         info.skipped[name] = (f"too large: over the {_mb(self.max_bytes)} limit"
                                               if left == self.max_bytes else
                                               f"snapshot size limit: over the {_mb(left)} left")
@@ -192,9 +194,9 @@ class SnapshotStore:
                     info.written += size if new else 0
                 used += size
                 entries[name] = {"kind": "pickle", "blob": digest, "bytes": size}
-                if _is_immutable(value):
+                if is_immutable(value):
                     reuse[name] = (value, digest, size)
-        except _DiskError as e:
+        except DiskError as e:
             raise SnapshotError(f"cannot write snapshot {key} to {self.folder}: {e}") from e.__cause__
         ordered: list[dict[str, Any]] = []
         for name in namespace:
@@ -233,8 +235,7 @@ class SnapshotStore:
         entries: list[dict[str, Any]] = manifest["entries"]
         skipped = {str(k): str(v) for k, v in manifest["skipped"].items()}
         values: dict[str, Any] = {}
-        token = _target.set(namespace)
-        try:
+        with loading_into(namespace):
             for entry in entries:
                 name, kind = entry["name"], entry["kind"]
                 try:
@@ -254,8 +255,6 @@ class SnapshotStore:
                     report.failed[name] = str(e)
                 except Exception as e:
                     report.failed[name] = f"could not load: {type(e).__name__}: {_clip(str(e), 200)}"
-        finally:
-            _target.reset(token)
         known = {e["name"] for e in entries} | set(skipped)
         for name, value in list(namespace.items()):
             if name not in known and is_user_name(name, value):
@@ -285,11 +284,11 @@ class SnapshotStore:
         try:
             fd, tmp = private_temp(self._blobs)
         except OSError as e:
-            raise _DiskError(e.strerror or str(e)) from e
+            raise DiskError(e.strerror or str(e)) from e
         try:
             with os.fdopen(fd, "wb") as f:
-                writer = _BlobWriter(f, limit)
-                _pickler_class()(writer, namespace).dump(value)
+                writer = BlobWriter(f, limit)
+                dump(value, namespace, writer)
                 digest = writer.hash.hexdigest()
                 path = self._blobs / f"{digest}.pkl"
                 if _size_of(path) == writer.size:  # the same bytes are already stored
@@ -299,11 +298,11 @@ class SnapshotStore:
                     f.flush()
                     os.fsync(f.fileno())
                 except OSError as e:
-                    raise _DiskError(e.strerror or str(e)) from e
+                    raise DiskError(e.strerror or str(e)) from e
             try:
                 os.replace(tmp, path)  # the folder is fsynced once per save, before the manifest
             except OSError as e:
-                raise _DiskError(e.strerror or str(e)) from e
+                raise DiskError(e.strerror or str(e)) from e
             return digest, writer.size, True
         except BaseException:
             _unlink_quiet(tmp)
@@ -397,147 +396,7 @@ class SnapshotStore:
                     pass
 
 
-# -- pickling ---------------------------------------------------------------------------
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _DiskError(Exception):
-    pass
-
-
-class _Unreadable(Exception):
-    """A load problem whose message is already written for the person."""
-
-
-class _BlobWriter:
-    """The pickler's file: hashes and counts as it writes; stops at the size limit."""
-
-    def __init__(self, f: io.BufferedWriter, limit: int) -> None:
-        self._f, self._limit = f, limit
-        self.size = 0
-        self.hash = hashlib.sha256()
-
-    def write(self, data: Any) -> int:
-        self.size += memoryview(data).nbytes
-        if self.size > self._limit:
-            raise _TooLarge
-        self.hash.update(data)
-        try:
-            return self._f.write(data)
-        except OSError as e:
-            raise _DiskError(e.strerror or str(e)) from e
-
-
-class _NamespaceRef:
-    """Stands for "the namespace being restored into" inside a pickle."""
-
-    def __reduce__(self) -> tuple[Any, tuple[()]]:
-        return _target_namespace, ()
-
-
-_NS_REF = _NamespaceRef()
-
-
-def _target_namespace() -> dict[str, Any]:
-    ns = _target.get()
-    if ns is None:  # loaded outside restore(): give the functions a namespace of their own
-        ns = {"__name__": "__main__", "__builtins__": builtins}
-    return ns
-
-
-def _make_function(code: types.CodeType, globals_: dict[str, Any], name: str,
-                   ncells: int) -> types.FunctionType:
-    closure = tuple(types.CellType() for _ in range(ncells)) if ncells else None
-    return types.FunctionType(code, globals_, name, None, closure)
-
-
-def _set_function_state(func: types.FunctionType, state: dict[str, Any]) -> None:
-    # Closure values arrive in the state, not the constructor, so recursive closures pickle.
-    for cell, source in zip(func.__closure__ or (), state.pop("__closure__", ()), strict=False):
-        try:
-            cell.cell_contents = source.cell_contents
-        except ValueError:  # an empty cell stays empty
-            pass
-    for attr, value in state.items():
-        setattr(func, attr, value)
-
-
-def _reduce_cell_function(func: types.FunctionType) -> tuple[Any, ...]:
-    """A function defined in the namespace: by value, but its globals are the namespace itself."""
-    state: dict[str, Any] = {
-        "__closure__": func.__closure__ or (),
-        "__defaults__": func.__defaults__,
-        "__kwdefaults__": func.__kwdefaults__,
-        "__qualname__": func.__qualname__,
-        "__module__": func.__module__,
-        "__doc__": func.__doc__,
-        "__annotations__": func.__annotations__,
-        "__dict__": func.__dict__,
-    }
-    if hasattr(func, "__type_params__"):  # Python 3.12+
-        state["__type_params__"] = func.__type_params__
-    ncells = len(func.__closure__ or ())
-    return (_make_function, (func.__code__, _NS_REF, func.__name__, ncells), state, None, None,
-            _set_function_state)
-
-
-_PICKLER: type | None = None
-
-
-def _pickler_class() -> Any:
-    """cloudpickle's Pickler, taught about the namespace; built on first use (lazy import)."""
-    global _PICKLER
-    if _PICKLER is None:
-        import cloudpickle
-
-        class NamespacePickler(cloudpickle.Pickler):
-            def __init__(self, file: Any, namespace: Mapping[str, Any]) -> None:
-                super().__init__(file, protocol=5)
-                self._namespace = namespace
-
-            def reducer_override(self, obj: Any) -> Any:
-                if isinstance(obj, types.FunctionType) and obj.__globals__ is self._namespace:
-                    return _reduce_cell_function(obj)
-                if isinstance(obj, _OPEN_FILE_TYPES):
-                    # cloudpickle would read a file open for reading into a StringIO: not a rewind.
-                    raise TypeError(f"cannot pickle '{type(obj).__name__}' object (an open file)")
-                return super().reducer_override(obj)
-
-        _PICKLER = NamespacePickler
-    return _PICKLER
-
-
 # -- helpers ----------------------------------------------------------------------------
-
-
-def _estimate(value: Any) -> int:
-    """A cheap lower bound of the pickled size, to order values and skip hopeless ones unpickled."""
-    try:
-        np = sys.modules.get("numpy")
-        if np is not None and isinstance(value, np.ndarray):
-            return int(value.nbytes)
-        pd = sys.modules.get("pandas")
-        if pd is not None:
-            if isinstance(value, pd.DataFrame):
-                return int(value.memory_usage(index=True, deep=False).sum())
-            if isinstance(value, (pd.Series, pd.Index)):
-                return int(value.memory_usage(index=True, deep=False)
-                           if isinstance(value, pd.Series) else value.memory_usage(deep=False))
-        return int(sys.getsizeof(value))
-    except Exception:
-        return 0
-
-
-def _is_immutable(value: Any, depth: int = 0) -> bool:
-    """Deeply immutable, so holding it and finding the same object later proves it unchanged."""
-    if type(value) in _IMMUTABLE_ATOMS:
-        return True
-    if type(value) in (tuple, frozenset) and depth < 10 and len(value) <= 1000:
-        return all(_is_immutable(v, depth + 1) for v in value)
-    return False
 
 
 def _size_of(path: Path) -> int:
