@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from llmrepl.engine.commands import commands, dispatch
-from llmrepl.engine.session import NullDisplay, ScriptedReviewer, Session
+from llmrepl.engine.protocols import NullDisplay, ScriptedReviewer
+from llmrepl.engine.session import Session
 from llmrepl.execution.executor import Executor
 from llmrepl.model.client import ScriptedModel
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from llmrepl.context.builder import Context
 from llmrepl.context.tokens import TiktokenCounter
-from llmrepl.engine.session import AutoApprove, NullDisplay, ScriptedReviewer, Session
+from llmrepl.engine.protocols import AutoApprove, NullDisplay, ScriptedReviewer
+from llmrepl.engine.session import Session
 from llmrepl.errors import ModelError
 from llmrepl.execution.executor import Executor
 from llmrepl.model.client import ScriptedModel

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from llmrepl.engine.session import AutoApprove, NullDisplay, Session
+from llmrepl.engine.protocols import AutoApprove, NullDisplay
+from llmrepl.engine.session import Session
 from llmrepl.execution.executor import Executor
 from llmrepl.model.client import ScriptedModel
 from llmrepl.redact import Redactor

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import json
 
-from llmrepl.engine.session import (
-    AutoApprove,
-    Decision,
-    NoRun,
-    NullDisplay,
-    ScriptedReviewer,
-    Session,
-)
+from llmrepl.engine.protocols import AutoApprove, Decision, NoRun, NullDisplay, ScriptedReviewer
+from llmrepl.engine.session import Session
 from llmrepl.errors import ModelError
 from llmrepl.execution.executor import Executor
 from llmrepl.model.client import Completion, ScriptedModel, ToolCall

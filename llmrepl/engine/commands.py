@@ -211,8 +211,8 @@ def _write(session: Session, target: str) -> CommandResult:
     from pathlib import Path
 
     from llmrepl.errors import LLMReplError
-    from llmrepl.store.catalogue import load_session
     from llmrepl.store.export import write_export
+    from llmrepl.store.transcript import load_session
 
     path = session.journal.path
     if path is None or not session.journal.healthy:

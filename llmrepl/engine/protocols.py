@@ -1,7 +1,7 @@
 """How the engine asks and shows: the ``Reviewer`` and ``Display`` protocols and simple ones.
 
-The terminal implements both (``ui.TerminalReviewer``, ``display.TerminalDisplay``); these
-are the headless ones: run everything, run nothing, answer from a script, show nothing.
+The terminal implements both (``interactive.TerminalReviewer``, ``display.TerminalDisplay``);
+these are the headless ones: run everything, run nothing, answer from a script, show nothing.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 from llmrepl.context.budget import NOTE_PREFIX
-from llmrepl.engine.session import Display, Session
-from llmrepl.store.catalogue import StoredSession
+from llmrepl.engine.protocols import Display
+from llmrepl.engine.session import Session
+from llmrepl.store.transcript import StoredSession
 
 __all__ = ["resume", "replayable_cells"]
 

@@ -1,57 +1,35 @@
-"""The engine facade: one conversation, one namespace, and the run/feed-back loop.
+"""The engine facade: one conversation, one namespace, and the cells that run in it.
 
-``Session.step(text, reviewer)`` sends a message with the history and a namespace summary,
-shows the answer through a :class:`Display`, asks a :class:`Reviewer` before any code runs,
-runs it, and feeds the result back until the model answers without code, the person
-declines, or ``max_steps`` model calls were made. The engine never prints: everything the
+``Session.step(text, reviewer)`` sends a message and runs the model's feed-back loop (that
+loop is ``TurnLoop``, in ``turn.py``) until it settles; a Ctrl-C or a bug in llmrepl costs
+that message, never the session. This module keeps what the session holds: the conversation
+(every message journaled), the cells (run, scrubbed, journaled, fed back), /undo and /reset,
+and the namespace snapshots that let /undo rewind. The engine never prints: everything the
 person sees goes through the ``Display`` it is given.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmrepl.context.budget import NOTE_PREFIX as _NOTE
 from llmrepl.context.builder import Context
-from llmrepl.context.prompts import RUN_PYTHON_TOOL, format_result
-from llmrepl.errors import LLMReplError, ModelError
+from llmrepl.context.prompts import format_result
+from llmrepl.engine.protocols import Display, NullDisplay, Reviewer
+from llmrepl.engine.turn import TurnLoop, TurnResult
+from llmrepl.errors import LLMReplError
 from llmrepl.execution.executor import ExecResult, Executor
-from llmrepl.extract import code_from_tool_call, extract_code
-from llmrepl.model.client import Completion, ModelClient, ToolCall
+from llmrepl.model.client import ModelClient
 from llmrepl.redact import Redactor
 from llmrepl.store.journal import Journal
 
 if TYPE_CHECKING:
     from llmrepl.store.snapshots import SnapshotStore
-from llmrepl.engine.protocols import (
-    AutoApprove,
-    Decision,
-    Display,
-    NoRun,
-    NullDisplay,
-    Reviewer,
-    ScriptedReviewer,
-)
-from llmrepl.execution.risk import scan
 
-__all__ = [
-    "Decision",
-    "Reviewer",
-    "AutoApprove",
-    "NoRun",
-    "ScriptedReviewer",
-    "Display",
-    "NullDisplay",
-    "TurnResult",
-    "UndoResult",
-    "Session",
-]
+__all__ = ["Session", "TurnResult", "UndoResult"]
 
 
 @dataclass
@@ -64,17 +42,7 @@ class UndoResult:
     summary: str = ""
 
 
-@dataclass
-class TurnResult:
-    """What one message led to."""
-
-    steps: int = 0                              # model calls made
-    cells: list[ExecResult] = field(default_factory=list)
-    stop: str = "done"  # done | declined | max_steps | interrupted | cut_off | error
-    error: ModelError | None = None
-
-
-class Session:
+class Session(TurnLoop):
     """One conversation with the model and one persistent namespace."""
 
     def __init__(
@@ -151,6 +119,50 @@ class Session:
         if self.exchange_cells and self.exchange_cells[-1][1] is None:
             self.exchange_cells[-1][1] = self.executor.cell_count  # the previous exchange's cells end here
         self.exchange_cells.append([self.executor.cell_count, None])
+
+    def close_open_tool_calls(self, reason: str) -> int:
+        """Answer every tool call of the last assistant message that has no tool message yet
+        (the API rejects such a history). Returns how many were answered."""
+        for i in range(len(self.messages) - 1, -1, -1):
+            message = self.messages[i]
+            if message.get("role") == "assistant":
+                calls = message.get("tool_calls") or []
+                later = self.messages[i + 1:]
+                if not calls or any(m.get("role") not in ("tool",) for m in later):
+                    return 0  # no calls, or the history moved on past them
+                answered = {m.get("tool_call_id") for m in later}
+                missing = [c for c in calls if c.get("id") not in answered]
+                for call in missing:
+                    self._add({"role": "tool", "tool_call_id": call.get("id"), "content": f"{_NOTE}{reason}"})
+                return len(missing)
+        return 0
+
+    # -- one message (its model loop is TurnLoop._step, in turn.py) -----------------------
+
+    def step(self, text: str, reviewer: Reviewer) -> TurnResult:
+        """Send one message and run the feed-back loop until it settles.
+
+        A Ctrl-C that escapes the model call or a cell (it landed in llmrepl's own work in
+        between) ends the turn cleanly: every tool call still gets its answer, so the next
+        request is valid."""
+        self._stop_after_step = False
+        try:
+            return self._step(text, reviewer)
+        except KeyboardInterrupt:
+            self.close_open_tool_calls("Not run to the end: the user pressed Ctrl-C.")
+            self.display.notice("interrupted; the conversation and the namespace are kept", "warning")
+            return TurnResult(stop="interrupted")
+        except AssertionError:
+            raise  # test fakes signal misuse this way; never hide it
+        except Exception as e:
+            # a bug in llmrepl costs this message, never the session or the namespace
+            self.journal.append("internal_error", error=f"{type(e).__name__}: {e}")
+            self.close_open_tool_calls("Not run to the end: llmrepl hit an internal error.")
+            self.display.notice(f"llmrepl hit an internal error ({type(e).__name__}: {e}); the conversation "
+                                "and the namespace are kept", "error")
+            return TurnResult(stop="error")
+
+    # -- undo, reset, and the snapshots that let /undo rewind -----------------------------
 
     def undo(self) -> UndoResult:
         """Forget the last exchange; with snapshots on, rewind the namespace to before it."""
@@ -262,7 +274,38 @@ class Session:
         if self.snapshots is not None:
             self._snapshot(self._snapshot_key(result.cell))
 
-    # -- resuming a stored session ------------------------------------------------------
+    def run_direct(self, code: str) -> ExecResult:
+        """``/py CODE``: run without the model; the result joins the conversation."""
+        self._start_exchange()
+        self.journal.append("py", code=code)
+        result = self.run_cell(code)
+        text = self._feedback(result, False)
+        self._add({"role": "user", "content": f"{_NOTE}The user ran code directly with /py.\n{text}"})
+        return result
+
+    def _feedback(self, result: ExecResult, edited: bool) -> str:
+        """What the model is told about a cell: capped in characters and in tokens (a quarter of
+        the budget at most), secrets scrubbed, code included."""
+        max_chars = self.max_output_chars
+        text = format_result(result, max_chars=max_chars, edited=edited)
+        for _ in range(4):  # the parts have floors, so shrink until it fits or cannot shrink more
+            shrink = self.context.feedback_cap(text)
+            if shrink >= 1.0 or max_chars <= 200:
+                break
+            max_chars = max(int(max_chars * shrink), 200)
+            text = format_result(result, max_chars=max_chars, edited=edited)
+        return self.redactor.redact(text)
+
+    def _scrub(self, result: ExecResult) -> None:
+        """Secrets never reach the journal, the model or the screen (cell output included)."""
+        r = self.redactor.redact
+        result.output, result.stdout, result.stderr = r(result.output), r(result.stdout), r(result.stderr)
+        if result.value_repr is not None:
+            result.value_repr = r(result.value_repr)
+        if result.error is not None:
+            result.error = r(result.error)
+
+    # -- resuming a stored session --------------------------------------------------------
 
     def restore_conversation(self, messages: list[dict[str, Any]], exchanges: list[int]) -> None:
         """Continue a stored conversation: the next request carries these messages."""
@@ -290,289 +333,6 @@ class Session:
         """Tell the model something in the next request (e.g. how a resume went)."""
         self._add({"role": "user", "content": _NOTE + text})
 
-    def _feedback(self, result: ExecResult, edited: bool) -> str:
-        """What the model is told about a cell: capped in characters and in tokens (a quarter of
-        the budget at most), secrets scrubbed, code included."""
-        max_chars = self.max_output_chars
-        text = format_result(result, max_chars=max_chars, edited=edited)
-        for _ in range(4):  # the parts have floors, so shrink until it fits or cannot shrink more
-            shrink = self.context.feedback_cap(text)
-            if shrink >= 1.0 or max_chars <= 200:
-                break
-            max_chars = max(int(max_chars * shrink), 200)
-            text = format_result(result, max_chars=max_chars, edited=edited)
-        return self.redactor.redact(text)
-
-    def _scrub(self, result: ExecResult) -> None:
-        """Secrets never reach the journal, the model or the screen (cell output included)."""
-        r = self.redactor.redact
-        result.output, result.stdout, result.stderr = r(result.output), r(result.stdout), r(result.stderr)
-        if result.value_repr is not None:
-            result.value_repr = r(result.value_repr)
-        if result.error is not None:
-            result.error = r(result.error)
-
-    def run_direct(self, code: str) -> ExecResult:
-        """``/py CODE``: run without the model; the result joins the conversation."""
-        self._start_exchange()
-        self.journal.append("py", code=code)
-        result = self.run_cell(code)
-        text = self._feedback(result, False)
-        self._add({"role": "user", "content": f"{_NOTE}The user ran code directly with /py.\n{text}"})
-        return result
-
-    def _review(self, code: str, reviewer: Reviewer) -> Decision:
-        cell = self.executor.cell_count + 1
-        risks = scan(code)
-        if risks:
-            labels = ", ".join(r.label for r in risks)
-            self.display.notice(f"this cell may {labels} (advisory scan; read it before it runs)", "warning")
-        risky = any(r.high for r in risks) and not self.auto_run_risky
-        if self.auto_run and not risky:
-            decision = Decision("run", code)
-        else:
-            try:
-                decision = reviewer.review(code, cell=cell)
-            except (KeyboardInterrupt, EOFError):
-                decision = Decision("decline", code, reason="interrupted")
-        if decision.action == "always":
-            self.auto_run = True
-            decision = Decision("run", decision.code or code, decision.edited)
-        if not decision.code:
-            decision.code = code
-        self.journal.append(
-            "decision", cell=cell, action=decision.action, edited=decision.edited,
-            code=decision.code, reason=decision.reason, risks=[r.label for r in risks],
-        )
-        return decision
-
-    # -- the loop -------------------------------------------------------------------------
-
-    def step(self, text: str, reviewer: Reviewer) -> TurnResult:
-        """Send one message and run the feed-back loop until it settles.
-
-        A Ctrl-C that escapes the model call or a cell (it landed in llmrepl's own work in
-        between) ends the turn cleanly: every tool call still gets its answer, so the next
-        request is valid."""
-        self._stop_after_step = False
-        try:
-            return self._step(text, reviewer)
-        except KeyboardInterrupt:
-            self.close_open_tool_calls("Not run to the end: the user pressed Ctrl-C.")
-            self.display.notice("interrupted; the conversation and the namespace are kept", "warning")
-            return TurnResult(stop="interrupted")
-        except AssertionError:
-            raise  # test fakes signal misuse this way; never hide it
-        except Exception as e:
-            # a bug in llmrepl costs this message, never the session or the namespace
-            self.journal.append("internal_error", error=f"{type(e).__name__}: {e}")
-            self.close_open_tool_calls("Not run to the end: llmrepl hit an internal error.")
-            self.display.notice(f"llmrepl hit an internal error ({type(e).__name__}: {e}); the conversation "
-                                "and the namespace are kept", "error")
-            return TurnResult(stop="error")
-
-    def close_open_tool_calls(self, reason: str) -> int:
-        """Answer every tool call of the last assistant message that has no tool message yet
-        (the API rejects such a history). Returns how many were answered."""
-        for i in range(len(self.messages) - 1, -1, -1):
-            message = self.messages[i]
-            if message.get("role") == "assistant":
-                calls = message.get("tool_calls") or []
-                later = self.messages[i + 1:]
-                if not calls or any(m.get("role") not in ("tool",) for m in later):
-                    return 0  # no calls, or the history moved on past them
-                answered = {m.get("tool_call_id") for m in later}
-                missing = [c for c in calls if c.get("id") not in answered]
-                for call in missing:
-                    self._add({"role": "tool", "tool_call_id": call.get("id"), "content": f"{_NOTE}{reason}"})
-                return len(missing)
-        return 0
-
-    def _step(self, text: str, reviewer: Reviewer) -> TurnResult:
-        turn = TurnResult()
-        self._start_exchange()
-        first = len(self.messages)
-        self.journal.append("user", text=text)
-        self._add({"role": "user", "content": text})
-        for n in range(1, self.max_steps + 1):
-            try:
-                completion = self._call_model()
-            except ModelError as e:
-                e.args = (self.redactor.redact(str(e)),)
-                e.partial = self.redactor.redact(e.partial)
-                turn.steps, turn.stop, turn.error = n, "error", e
-                self.journal.append("model_error", kind=e.kind, message=str(e), partial=e.partial)
-                if n == 1 and len(self.messages) == first + 1:
-                    # nothing happened: forget the message so resending it does not duplicate it
-                    self.undo()
-                elif e.partial:
-                    self._add({"role": "assistant", "content": e.partial + "\n[cut off: " + e.kind + "]"})
-                return turn
-            turn.steps = n
-            if completion.interrupted:
-                self._add({"role": "assistant", "content": (completion.text or "") + "\n[cut off: interrupted by the user]"})
-                self.display.notice("answer stopped (Ctrl-C); what arrived is kept", "warning")
-                turn.stop = "interrupted"
-                return turn
-            if completion.tool_calls:
-                stop = self._handle_tool_calls(completion, reviewer, turn)
-            else:
-                stop = self._handle_text(completion, reviewer, turn)
-            if stop:
-                turn.stop = stop
-                return turn
-            if self._stop_after_step:
-                turn.stop = "interrupted"
-                return turn
-        turn.stop = "max_steps"
-        self.display.notice(
-            f"stopped after {self.max_steps} model calls for this message (--max-steps / repl.max_steps); "
-            "send a message to carry on",
-            "warning",
-        )
-        return turn
-
-    def _call_model(self) -> Completion:
-        tools = [RUN_PYTHON_TOOL] if self.use_tools else None
-        started = time.monotonic()
-        pending: list[str] = []
-
-        def on_text(delta: str) -> None:
-            # write-ahead: each completed line is journaled before the display shows it, so a
-            # kill -9 mid-answer loses nothing already on screen (the display prints whole lines)
-            pending.append(delta)
-            if "\n" in delta:
-                text = "".join(pending)
-                cut = text.rfind("\n") + 1
-                self.journal.append("assistant_partial", text=text[:cut])
-                pending[:] = [text[cut:]] if cut < len(text) else []
-            self.display.answer_text(delta)
-
-        for attempt in (1, 2):
-            messages = self.request_messages()
-            self.display.answer_start()
-            try:
-                completion = self.model.complete(messages, tools=tools, on_text=on_text)
-                break
-            except ModelError as e:
-                if e.kind != "context_length" or attempt == 2 or e.partial:
-                    self.display.answer_end(Completion(text=e.partial))  # show what arrived, then the error
-                    raise
-                # the window we assumed was too big: use the limit the server states (OpenAI and
-                # vLLM say "maximum context length is N tokens"), else fit into less; retry once
-                stated = _stated_limit(str(e))
-                if stated and stated < self.context.context_window:
-                    self.context.context_window = stated
-                else:
-                    self.context.shrink *= 0.7
-                self.display.notice(
-                    "the server says the request exceeds the model's context window; "
-                    f"retrying with less history (budget now {self.context.budget:,} tokens)",
-                    "warning",
-                )
-        self.display.answer_end(completion)
-        self.usage["requests"] += 1
-        if completion.usage:
-            self.usage["prompt_tokens"] += completion.usage.prompt_tokens
-            self.usage["completion_tokens"] += completion.usage.completion_tokens
-        self.journal.append(
-            "assistant",
-            text=completion.text,
-            tool_calls=[{"id": c.id, "name": c.name, "arguments": c.arguments} for c in completion.tool_calls],
-            finish_reason=completion.finish_reason,
-            interrupted=completion.interrupted,
-            usage=completion.usage.__dict__ if completion.usage else None,
-            model=completion.model or self.model.model,
-            seconds=round(time.monotonic() - started, 3),
-        )
-        return completion
-
-    def _handle_text(self, completion: Completion, reviewer: Reviewer, turn: TurnResult) -> str | None:
-        """An answer with (maybe) fenced code. Returns why the loop stops, or None to go on."""
-        extraction = extract_code(completion.text)
-        content = completion.text
-        cut_off = completion.finish_reason not in ("stop", "tool_calls")
-        if cut_off:
-            content += f"\n[cut off: finish_reason={completion.finish_reason}]"
-        self._add({"role": "assistant", "content": content})
-        if extraction.other_languages and not extraction.code:
-            langs = ", ".join(sorted(set(extraction.other_languages)))
-            self.display.notice(f"the answer has {langs} code; llmrepl runs Python only, so nothing was run")
-        if extraction.incomplete:
-            self.display.notice(_cut_reason(completion, in_code=True), "warning")
-            return "cut_off"
-        if cut_off and not extraction.code:
-            self.display.notice(_cut_reason(completion, in_code=False), "warning")
-            return "cut_off"
-        if not extraction.code:
-            if not completion.text.strip():
-                self.display.notice(
-                    f"the model returned no text (finish_reason={completion.finish_reason}); send the message again",
-                    "warning",
-                )
-            return "done"
-        if cut_off:
-            self.display.notice(_cut_reason(completion, in_code=False) + "; its code was not run", "warning")
-            return "cut_off"
-        decision = self._review(extraction.code, reviewer)
-        if decision.action != "run":
-            self._declined(decision)
-            return "declined"
-        result = self.run_cell(decision.code)
-        turn.cells.append(result)
-        self._add({"role": "user", "content": _NOTE + self._feedback(result, decision.edited)})
-        return "interrupted" if result.interrupted else None
-
-    def _declined(self, decision: Decision) -> None:
-        why = decision.reason or "the user declined"
-        self._add({"role": "user", "content": f"{_NOTE}The cell was not run ({why})."})
-        if decision.reason and decision.reason != "interrupted":
-            self.display.notice(decision.reason)
-
-    def _handle_tool_calls(self, completion: Completion, reviewer: Reviewer, turn: TurnResult) -> str | None:
-        """Answer every tool call with a tool message (the API rejects a history without them)."""
-        self._add(
-            {
-                "role": "assistant",
-                "content": completion.text or None,
-                "tool_calls": [_tool_call_dict(c) for c in completion.tool_calls],
-            }
-        )
-        if extract_code(completion.text).code:
-            self.display.notice("the answer also had fenced code; only its run_python call is run")
-        stop: str | None = None
-        for call in completion.tool_calls:
-            if stop:
-                self._tool_reply(call, f"Not run: {stop}.")
-                continue
-            try:
-                code = code_from_tool_call(call.name, call.arguments)
-            except ValueError as e:
-                self.display.notice(str(e), "warning")
-                self._tool_reply(call, f"Error: {e}")
-                continue
-            self.display.tool_code(code)
-            decision = self._review(code, reviewer)
-            if decision.action != "run":
-                reason = decision.reason or "the user declined"
-                self._tool_reply(call, f"Not run: {reason}.")
-                if decision.reason and decision.reason != "interrupted":
-                    self.display.notice(decision.reason)
-                stop = "declined"
-                continue
-            result = self.run_cell(decision.code)
-            turn.cells.append(result)
-            self._tool_reply(call, self._feedback(result, decision.edited))
-            if result.interrupted:
-                stop = "interrupted"
-        if completion.finish_reason not in ("stop", "tool_calls") and not stop:
-            self.display.notice(_cut_reason(completion, in_code=False), "warning")
-            return "cut_off"
-        return stop
-
-    def _tool_reply(self, call: ToolCall, content: str) -> None:
-        self._add({"role": "tool", "tool_call_id": call.id, "content": content})
-
 
 def _encodable(text: str) -> bool:
     try:
@@ -580,27 +340,3 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _stated_limit(message: str) -> int | None:
-    m = re.search(r"maximum context length is (\d[\d,]*)", message)
-    return int(m.group(1).replace(",", "")) if m else None
-
-
-def _tool_call_dict(call: ToolCall) -> dict[str, Any]:
-    args = call.arguments
-    try:
-        json.loads(args, strict=False)
-    except (ValueError, RecursionError):
-        args = json.dumps({"broken_arguments": args})  # servers reject invalid JSON in history
-    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": args}}
-
-
-def _cut_reason(completion: Completion, *, in_code: bool) -> str:
-    why = {
-        "length": "the model hit its output limit (model.max_output_tokens)",
-        "content_filter": "the server's content filter stopped it",
-        None: "the stream ended before the answer finished",
-    }.get(completion.finish_reason, f"finish_reason={completion.finish_reason}")
-    where = "in the middle of a code block, so the code was not run" if in_code else ""
-    return f"the answer was cut off ({why}){', ' + where if where else ''}"

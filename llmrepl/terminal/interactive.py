@@ -27,7 +27,8 @@ from prompt_toolkit.layout import FormattedTextControl, Layout, Window
 from prompt_toolkit.output import Output, create_output
 
 from llmrepl.engine.commands import commands, is_command
-from llmrepl.engine.session import Decision, Session
+from llmrepl.engine.protocols import Decision
+from llmrepl.engine.session import Session
 from llmrepl.terminal.display import TerminalDisplay
 
 __all__ = ["TerminalUI", "TerminalReviewer", "SafeFileHistory", "ask_yes_no"]
@@ -218,7 +219,7 @@ class TerminalUI:
         self.display = display
         self.before_send = before_send
         self.after_first_prompt = after_first_prompt
-        self.early_prompt = early_prompt  # cli drew PROMPT already: restores the terminal
+        self.early_prompt = early_prompt  # startup drew EARLY_PROMPT already: restores the terminal
         if output is None:
             # bound to the real terminal: sys.stdout is the session's capture router
             output = create_output(stdout=sys.__stdout__)
