@@ -1,0 +1,204 @@
+"""Starting a front end: the interactive one, fast, and the batch one, for pipes and ``-c``.
+
+The interactive start draws its prompt before prompt_toolkit has loaded and warms up what
+the first answer needs while the person types; batch mode reads one message or /command per
+line and reports errors on stderr (:func:`report`, which ``cli`` uses too, so every
+``llmrepl: ...`` line is written one way). ``llmrepl.app`` builds the session and calls in here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from llmrepl import __version__
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from pathlib import Path
+    from typing import Any
+
+    from llmrepl.app import ModelSetup
+    from llmrepl.config import Config
+    from llmrepl.engine.protocols import Reviewer
+    from llmrepl.engine.session import Session
+    from llmrepl.terminal.display import TerminalDisplay
+
+__all__ = ["EARLY_PROMPT", "report", "resume_confirm", "own_the_keys", "run_interactive", "run_batch"]
+
+EARLY_PROMPT = "llm> "  # the same text as interactive.PROMPT (a test checks it)
+
+
+def report(text: str) -> None:
+    """``llmrepl: text`` on the real stderr: once the session starts, sys.stderr is the
+    cell-capture router."""
+    stream = sys.__stderr__ or sys.stderr
+    try:
+        stream.write(f"llmrepl: {text}\n")
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def resume_confirm(interactive: bool, yes: bool) -> Callable[[str], bool]:
+    """How resume asks before re-running stored cells: --yes skips it; batch never re-runs without it."""
+    if yes:
+        return lambda question: True
+    if not interactive:
+        return lambda question: False
+
+    def ask(question: str) -> bool:
+        from llmrepl.terminal.interactive import ask_yes_no
+
+        return ask_yes_no(question)
+
+    return ask
+
+
+def own_the_keys() -> None:
+    """Interactive llmrepl promises that Ctrl-C interrupts and Ctrl-\\ is the last resort,
+    even when it was started from something that ignores those signals (a background job of
+    a non-interactive shell inherits SIGINT and SIGQUIT ignored). Batch mode keeps them as
+    inherited (nohup semantics)."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if hasattr(signal, "SIGQUIT") and signal.getsignal(signal.SIGQUIT) is signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
+def _early_prompt(display: TerminalDisplay) -> Callable[[], None] | None:
+    """Draw the prompt now, before prompt_toolkit has loaded (~100-150 ms on a slow machine).
+
+    The terminal goes into raw mode at once (no echo, no signals, no CR translation), so what
+    the person types meanwhile waits byte for byte and prompt_toolkit reads it as if typed at
+    its own prompt (Ctrl-C included). Returns the function that restores the terminal (the UI
+    calls it once its first prompt has returned), or None when not drawn (not a terminal).
+    """
+    import termios
+
+    out = sys.__stdout__
+    if out is None or not out.isatty() or not sys.stdin.isatty():
+        return None
+    fd = sys.stdin.fileno()
+    try:
+        saved = termios.tcgetattr(fd)
+        raw = termios.tcgetattr(fd)
+        raw[0] &= ~(termios.ICRNL | termios.INLCR | termios.IXON)
+        raw[3] &= ~(termios.ICANON | termios.ECHO | termios.ISIG | termios.IEXTEN)
+        termios.tcsetattr(fd, termios.TCSANOW, raw)
+    except (termios.error, OSError):
+        return None
+    display.write(EARLY_PROMPT)
+
+    def restore() -> None:
+        try:
+            termios.tcsetattr(fd, termios.TCSANOW, saved)  # pending input is kept (no flush)
+        except (termios.error, OSError):
+            pass
+
+    return restore
+
+
+def run_interactive(session: Session, display: TerminalDisplay, setup: ModelSetup, config: Config,
+                    state: Path) -> int:
+    """The banner, then the prompt_toolkit UI (or the plain one for ``TERM=dumb``) until Ctrl-D."""
+    if os.environ.get("TERM") == "dumb":  # no escape codes at all: the line-based front end
+        from llmrepl.terminal.plain import run_plain
+
+        display.show(f"llmrepl {__version__} · model {session.model.model} · /help for commands · Ctrl-D exits")
+        setup.listen(lambda text, level: display.notice(text, level) if level != "info" else display.show(text))
+        return run_plain(session, display, before_send=lambda: setup.wait(3.0))
+    where = f" at {config.model.base_url}" if config.model.base_url else ""
+    model_line = f"model {session.model.model}{where}" if setup.configured else "looking for a model..."
+    display.show(f"llmrepl {__version__} · {model_line} · /help for commands · Ctrl-D exits")
+    early = _early_prompt(display)
+    try:
+        return _run_ui(session, display, setup, config, state, early)
+    finally:
+        if early is not None:
+            early()  # whatever happened, leave the terminal as we found it
+
+
+def _run_ui(session: Any, display: TerminalDisplay, setup: ModelSetup, config: Config, state: Path,
+            early: Callable[[], None] | None) -> int:
+    # session is Any: the warm-up counts on what llmrepl.app built, an OpenAIModel (warm_up)
+    # and an on_model_change that also takes the window the server reports
+    from llmrepl.terminal.interactive import (
+        TerminalUI,  # prompt_toolkit: the slowest import of the start
+    )
+
+    def warm_up() -> None:
+        """While the person types: what the first answer needs, so it is not paid then."""
+        from llmrepl.context.tokens import ApproxCounter
+        from llmrepl.terminal.render import warm_up as warm_up_render
+
+        try:
+            warm_up_render()
+            ApproxCounter().count("warm up the estimator")
+        except Exception:
+            pass
+        setup.wait(10)
+        if not setup.configured:
+            return
+        try:
+            session.model.warm_up()
+        except Exception:
+            pass  # the first request will report it properly
+        base_url = config.model.base_url
+        if base_url and not config.model.context_window and session.on_model_change is not None:
+            from llmrepl.model.probe import server_context_length
+
+            reported = server_context_length(base_url, api_key=setup.api_key)
+            if reported:
+                session.on_model_change(session.model.model, reported)
+
+    ui = TerminalUI(
+        session,
+        display,
+        history_path=state / "history",
+        vi_mode=config.repl.vi_mode,
+        before_send=lambda: setup.wait(3.0),
+        after_first_prompt=warm_up,
+        early_prompt=early,
+    )
+    setup.listen(ui.post)
+    return ui.run()
+
+
+def run_batch(session: Session, display: TerminalDisplay, setup: ModelSetup, reviewer: Reviewer,
+              lines: Iterable[str]) -> int:
+    """One message or /command per line; 1 when a message failed, so a script can tell."""
+    from llmrepl.engine.commands import is_command
+
+    first_message = True
+    failed = False
+    if session.journal.error:
+        report(session.journal.error)
+        session.journal.error = ""
+    for raw in lines:
+        line = raw.strip()
+        if not line:
+            continue
+        if is_command(line):
+            if display.command(line, session):
+                break
+            continue
+        if first_message:
+            setup.wait(5.0)
+            if setup.message:
+                report(setup.message[0])
+            first_message = False
+        turn = session.step(line, reviewer)
+        if session.journal.error:
+            report(session.journal.error)  # once, as the interactive UI does
+            session.journal.error = ""
+        if turn.error is not None:
+            # say it, and go on: later lines may be commands, or the server may be back;
+            # the exit status still tells a script that a message failed
+            report(str(turn.error))
+            failed = True
+    session.journal.append("session_end", status="model_error" if failed else "ok")
+    return 1 if failed else 0
