@@ -17,19 +17,25 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-LLMREPL = str(BIN / "llmrepl")
-IPYTHON = str(BIN / "ipython")
+# tests/launch.py starts llmrepl the one way the tests do too (stdlib + pexpect, nothing else
+# from the test suite); the scripts reach it through this module.
+sys.path.insert(0, str(ROOT / "tests"))
+from launch import LLMREPL, child_env, closed_port, spawn  # noqa: E402
+
+__all__ = [
+    "ROOT", "LLMREPL", "IPYTHON", "EXIT_MISSED", "ESC", "strip_ansi", "quick_flag", "med", "fmt_ms",
+    "fmt_mmm", "row", "finish", "closed_port", "pty_env", "proc_status", "have_ipython", "header",
+    "spawn_until", "end_child",
+]
+
+IPYTHON = str(Path(sys.executable).with_name("ipython"))
 EXIT_MISSED = 3
-PYCACHE = os.path.join(tempfile.gettempdir(), "llmrepl-bench-pycache")
 
 # Any escape sequence a terminal application may put between the characters of its prompt.
 ESC = r"(?:\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_])*"
@@ -92,42 +98,10 @@ def finish(rows: list[dict[str, Any]], quick: bool) -> int:
     return 0
 
 
-def closed_port() -> int:
-    """A local TCP port where nothing listens (connections are refused at once)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
-
-
 def pty_env(home: str, **extra: str) -> dict[str, str]:
-    """Environment for an interactive child: real-ish terminal, private state, no network."""
-    env = dict(os.environ)
-    for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLMREPL_MODEL", "LLMREPL_CONFIG", "NO_COLOR",
-              "PYTHONSTARTUP", "PYTHONPROFILEIMPORTTIME", "PYTHONDONTWRITEBYTECODE"):
-        env.pop(k, None)
-    # Byte-code as a real install has it: this machine sets PYTHONDONTWRITEBYTECODE=1, so an
-    # editable checkout would recompile every llmrepl module on every start. A private cache
-    # prefix keeps the .pyc files out of the repository (warm after the first run).
-    env["PYTHONPYCACHEPREFIX"] = PYCACHE
-    dead = "http://127.0.0.1:9"
-    for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        env[k] = dead
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env.update(
-        TERM="xterm",
-        PROMPT_TOOLKIT_NO_CPR="1",
-        HOME=home,
-        LLMREPL_HOME=str(Path(home) / "llmrepl"),
-        XDG_CONFIG_HOME=str(Path(home) / ".config"),
-        XDG_DATA_HOME=str(Path(home) / ".local" / "share"),
-        IPYTHONDIR=str(Path(home) / ".ipython"),
-        COLUMNS="120",
-        LINES="40",
-    )
-    env.update(extra)
-    return env
+    """The measured environment: a 120x40 terminal, private HOME and state, no network
+    (see ``launch.child_env``); ``extra`` on top."""
+    return child_env(home=home, tty=True, **extra)
 
 
 def proc_status(pid: int | str = "self") -> dict[str, int]:
@@ -162,10 +136,10 @@ def spawn_until(argv: list[str], pattern: bytes, env: dict[str, str], *, timeout
     output. Returns (child, seconds from just before the fork to the match)."""
     import time
 
-    import pexpect
+    import pexpect  # noqa: F401  # loaded before the clock starts, not inside launch.spawn
 
     t0 = time.perf_counter()
-    child = pexpect.spawn(argv[0], argv[1:], env=env, dimensions=(40, 120), timeout=timeout, cwd=cwd)
+    child = spawn(command=argv, env=env, encoding=None, timeout=timeout, cwd=cwd)
     child.expect(pattern)
     return child, time.perf_counter() - t0
 

@@ -71,8 +71,7 @@ def cell_peak(lines: int) -> dict:
 
 
 def idle_after_answer(quick: bool) -> tuple[list[tuple[int, int]], dict[str, int]]:
-    sys.path.insert(0, str(C.ROOT / "tests"))
-    from fakeserver import FakeOpenAI  # type: ignore[import-not-found]
+    from fakeserver import FakeOpenAI  # type: ignore[import-not-found]  # tests/, on sys.path via _common
 
     home = tempfile.mkdtemp(prefix="llmrepl-bench-home-")
     env = C.pty_env(home)

@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fakeserver import FakeOpenAI  # noqa: E402
+from launch import LOCAL_HOSTS, PROXIES  # noqa: E402
 
 # A job started in the background by a non-interactive shell ("cmd &", some CI launchers)
 # inherits SIGINT and SIGQUIT ignored, and so would every llmrepl the tests start: the
@@ -23,7 +24,9 @@ if hasattr(signal, "SIGQUIT"):
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No real keys, no user config, state in a temp folder, no colour, no CPR waits."""
+    """No real keys, no user config, state in a temp folder, no colour, no CPR waits.
+
+    Every llmrepl a test starts inherits this (``launch.child_env``)."""
     for name in list(os.environ):
         if name.startswith(("OPENAI_", "LLMREPL_")) or name in ("NO_COLOR", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
             monkeypatch.delenv(name, raising=False)
@@ -31,9 +34,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("LLMREPL_HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("PROMPT_TOOLKIT_NO_CPR", "1")
-    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+    for proxy in PROXIES:
         monkeypatch.delenv(proxy, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", LOCAL_HOSTS)
     return home
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["FakeOpenAI", "closed_port"]
+__all__ = ["FakeOpenAI"]
 
 _AUTO = object()
 
@@ -211,13 +211,6 @@ class _Server(ThreadingHTTPServer):
 
 class _ClientGone(Exception):
     pass
-
-
-def closed_port() -> int:
-    """A local TCP port where nothing listens (connections are refused at once)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _error_body(message: str, code: str | None, type_: str = "invalid_request_error") -> bytes:

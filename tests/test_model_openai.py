@@ -12,14 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fakeserver import FakeOpenAI
+from launch import closed_port
 
 from llmrepl.errors import ModelError
 from llmrepl.model.client import Completion, OpenAIModel, to_model_error
-
-try:
-    from fakeserver import FakeOpenAI, closed_port
-except ImportError:  # tests/ imported as a package
-    from tests.fakeserver import FakeOpenAI, closed_port
 
 pytestmark = pytest.mark.timeout(30)
 

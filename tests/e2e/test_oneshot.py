@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import stat
+import sys
 
-from .helpers import run
+from launch import run
 
 KEY = "sk-test-secret-abcdefghijklmnop1234"
 
@@ -148,12 +149,8 @@ def test_journal_is_written_private_and_without_the_key(server, clean_env):
 
 
 def test_python_dash_m_works(server):
-    import subprocess
-    import sys
-
     server.reply("via -m")
-    p = subprocess.run([sys.executable, "-m", "llmrepl", "--base-url", server.base_url, "-c", "hi"],
-                       capture_output=True, text=True, timeout=60)
+    p = run(["--base-url", server.base_url, "-c", "hi"], command=[sys.executable, "-m", "llmrepl"])
     assert p.returncode == 0 and "via -m" in p.stdout
 
 

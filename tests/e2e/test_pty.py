@@ -4,30 +4,24 @@ from __future__ import annotations
 
 import pexpect
 import pytest
+from launch import PROMPT, spawn
 
-from .helpers import LLMREPL, env
-
-PROMPT = "llm>"
+# pexpect's own default size: the runs that start without the fixture also cover 80 columns
+SMALL = (24, 80)
 
 
 @pytest.fixture
 def repl(server):
+    """Start the real command in a pty, pointed at the fake server, and wait for ``llm>``."""
+    children: list[pexpect.spawn] = []
+
     def start(*args: str) -> pexpect.spawn:
-        child = pexpect.spawn(
-            LLMREPL, ["--base-url", server.base_url, *args], env=env(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1"),
-            encoding="utf-8", timeout=20, dimensions=(40, 120),
-        )
+        child = spawn(["--base-url", server.base_url, *args])
+        children.append(child)
         child.expect_exact(PROMPT)
         return child
 
-    children: list[pexpect.spawn] = []
-
-    def factory(*args: str) -> pexpect.spawn:
-        child = start(*args)
-        children.append(child)
-        return child
-
-    yield factory
+    yield start
     for child in children:
         child.terminate(force=True)
 
@@ -216,8 +210,7 @@ def test_ctrl_backslash_ends_a_cell_stuck_in_c_and_resume_reports_it(repl, serve
     (log,) = clean_env.glob("sessions/*/crash.log")
     assert '"<cell-1>", line 1' in log.read_text()
     server.reply("welcome back")
-    again = pexpect.spawn(LLMREPL, ["--base-url", server.base_url, "--resume"],
-                          env=env(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1"), encoding="utf-8", timeout=20)
+    again = spawn(["--base-url", server.base_url, "--resume"], dimensions=SMALL)
     again.expect_exact("cell 1 was running")
     again.expect_exact("crash.log")
     again.expect_exact(PROMPT)
@@ -228,8 +221,7 @@ def test_keys_typed_as_soon_as_the_prompt_appears_are_kept(server):
     """The prompt is drawn before prompt_toolkit has loaded; what is typed at once (Ctrl-C,
     Alt-Enter included) reaches it byte for byte."""
     server.reply("got it")
-    child = pexpect.spawn(LLMREPL, ["--base-url", server.base_url], env=env(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1"),
-                          encoding="utf-8", timeout=20)
+    child = spawn(["--base-url", server.base_url], dimensions=SMALL)
     child.expect_exact(PROMPT)
     child.send("\x03first\x1b\rsecond\r")  # no waiting: Ctrl-C clears, Alt-Enter adds a line
     child.expect_exact("got it")

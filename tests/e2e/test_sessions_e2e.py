@@ -23,12 +23,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import launch
 import pexpect
 import pytest
+from launch import PROMPT, run
 
-from .helpers import LLMREPL, env, run
-
-PROMPT = "llm>"
 ASK = "Run this code? [Y/n/e/a]"
 RERUN = "to rebuild the namespace? [Y/n]"
 NOTE = "[llmrepl]"
@@ -44,11 +43,7 @@ def spawn(server):
     children: list[pexpect.spawn] = []
 
     def start(*args: str, prompt: bool = True, **extra_env: str) -> pexpect.spawn:
-        child = pexpect.spawn(
-            LLMREPL, ["--base-url", server.base_url, *args],
-            env=env(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1", **extra_env),
-            encoding="utf-8", timeout=20, dimensions=(40, 120),
-        )
+        child = launch.spawn(["--base-url", server.base_url, *args], env=launch.child_env(tty=True, **extra_env))
         child.logfile_read = io.StringIO()  # everything the terminal showed
         children.append(child)
         if prompt:

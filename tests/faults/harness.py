@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import pexpect
-from e2e.helpers import LLMREPL  # the installed command, next to the venv's python
+from launch import DIMENSIONS, LLMREPL, PROMPT, child_env, spawn
 
 __all__ = [
     "KEY",
@@ -59,7 +59,6 @@ __all__ = [
 KEY = "sk-fault-secret-0123456789abcdefXYZ"
 ALIVE_LINE = '/py print("alive-" + "check")'
 ALIVE_OUT = "alive-check"
-PROMPT = "llm>"
 CONFIRM = "Run this code? [Y/n/e/a]"
 
 _HEAD_BYTES = 8 << 20  # what is kept of a huge stdout: the first 8 MiB ...
@@ -420,6 +419,13 @@ class _Reader(threading.Thread):
         return (bytes(self.head) + mid + tail).decode("utf-8", "replace")
 
 
+def _key_env(key: str | None, env: dict[str, str] | None) -> dict[str, str]:
+    """The variables a fault run adds to the child's environment: the key, then the test's own."""
+    extra = {} if key is None else {"OPENAI_API_KEY": key}
+    extra.update(env or {})
+    return extra
+
+
 def _prepare(server: Any, key: str | None) -> None:
     """The fake server insists on the key, and answers "Noted." once its queue is empty
     (so a result fed back to the model never meets "no reply queued")."""
@@ -462,10 +468,7 @@ def fault_run(
     ``-y`` so generated code runs. The run is killed after ``timeout`` seconds (reported
     as a hang by ``assert_ok``).
     """
-    run_env = dict(os.environ)
-    if key is not None:
-        run_env["OPENAI_API_KEY"] = key
-    run_env.update(env or {})
+    run_env = child_env(**_key_env(key, env))
     home = home or Path(run_env["LLMREPL_HOME"])
     _prepare(server, key)
     argv = list(command) if command is not None else [LLMREPL]
@@ -482,6 +485,8 @@ def fault_run(
     all_lines = list(lines) + ([ALIVE_LINE] if alive else [])
     data = "".join(line + "\n" for line in all_lines).encode("utf-8", "surrogatepass")
     start = time.monotonic()
+    # Not launch.run: a cell may print a gigabyte (only the head and tail are kept), and a
+    # hung run is killed with its whole process group.
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=run_env, preexec_fn=preexec_fn, start_new_session=True)
     out, err = _Reader(proc.stdout), _Reader(proc.stderr)
@@ -632,20 +637,15 @@ def _ends_with_prompt(raw: str) -> bool:
 
 
 def spawn_repl(server: Any, *args: str, term: str = "xterm", env: dict[str, str] | None = None,
-               base_url: str | None = None, key: str | None = KEY, dimensions: tuple[int, int] = (40, 120),
+               base_url: str | None = None, key: str | None = KEY, dimensions: tuple[int, int] = DIMENSIONS,
                wait_prompt: bool = True) -> PtyRepl:
     """Start ``llmrepl`` interactively in a pty, pointed at the fake server, and wait for ``llm>``."""
-    run_env = dict(os.environ)
-    run_env.update({"TERM": term, "PROMPT_TOOLKIT_NO_CPR": "1"})
-    if key is not None:
-        run_env["OPENAI_API_KEY"] = key
-    run_env.update(env or {})
+    run_env = child_env(tty=True, **{"TERM": term, **_key_env(key, env)})
     _prepare(server, key)
     url = base_url if base_url is not None else (server.base_url if server is not None else None)
     argv = (["--base-url", url] if url else []) + list(args)
     log = io.StringIO()
-    child = pexpect.spawn(LLMREPL, argv, env=run_env, encoding="utf-8", codec_errors="replace",
-                          timeout=20, dimensions=dimensions)
+    child = spawn(argv, env=run_env, codec_errors="replace", dimensions=dimensions)
     child.logfile_read = log
     repl = PtyRepl(child, log, Path(run_env["LLMREPL_HOME"]), server)
     if wait_prompt:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from fakeserver import closed_port
+from launch import closed_port
 
 from .harness import fault_run, spawn_repl, write_config
 
