@@ -227,7 +227,8 @@ def test_auto_run_risky_runs_high_risk_cells_without_asking():
 
 def test_low_risk_labels_do_not_stop_auto_run(tmp_path):
     target = tmp_path / "out.txt"
-    session, model, display = make(f"```python\nopen({str(target)!r}, 'w').write('x')\n```", "ok", auto_run=True)
+    session, model, display = make(f"```python\nwith open({str(target)!r}, 'w') as f:\n    f.write('x')\n```", "ok",
+                                   auto_run=True)
     reviewer = ScriptedReviewer([])
     session.step("write", reviewer)
     assert not reviewer.seen and target.exists()
@@ -363,7 +364,7 @@ def test_ctrl_c_in_the_middle_of_the_loop_leaves_a_valid_history():
     calls = [ToolCall("c1", "run_python", '{"code": "w = 1"}'), ToolCall("c2", "run_python", '{"code": "w = 2"}')]
 
     class Reviewer:
-        def review(self, code, *, cell):
+        def review(self, code, *, cell, high_risk=False):
             if "w = 2" in code:
                 raise SystemError("unreachable")
             return Decision("run", code)
@@ -417,3 +418,60 @@ def test_an_internal_error_costs_the_message_not_the_session():
     assert turn.stop == "error"
     session.display = NullDisplay()
     assert session.step("next", ScriptedReviewer([])).stop == "done"
+
+
+# -- the review gate (issue 11) ------------------------------------------------------------------
+
+def test_a_cell_with_hidden_characters_is_refused_before_any_reviewer_and_the_model_told():
+    session, model, display = make("```python\nok = 'x\u202e'\n```", "I see.")
+    reviewer = AutoApprove()  # --yes: consent to every cell, but not to one nobody could read
+    turn = session.step("go", reviewer)
+    assert turn.stop == "declined" and not turn.cells and "ok" not in session.executor.namespace
+    assert any("U+202E RIGHT-TO-LEFT OVERRIDE on line 1" in n for n in display.notices)
+    session.step("why?", ScriptedReviewer([]))
+    told = json.dumps(model.calls[1]["messages"][2:])
+    assert "not run (refused" in told and "U+202E" in told
+
+
+def test_a_lone_carriage_return_in_the_answer_refuses_its_fenced_cell():
+    session, model, display = make("```python\nx = 1  # c\rimport os\n```")
+    reviewer = ScriptedReviewer(["run"])
+    turn = session.step("go", reviewer)
+    assert turn.stop == "declined" and reviewer.seen == []
+    assert any("U+000D CARRIAGE RETURN" in n for n in display.notices)
+
+
+def test_a_crlf_answer_is_not_refused():
+    session, model, _ = make("```python\r\nx = 1\r\ny = 2\r\n```\r\n", "done")
+    turn = session.step("go", ScriptedReviewer(["run"]))
+    assert session.executor.namespace["y"] == 2 and turn.cells
+
+
+def test_hidden_characters_in_tool_call_code_are_refused_with_the_reason_in_the_tool_reply():
+    call = ToolCall("c1", "run_python", json.dumps({"code": "x = 1\n\x0cy = 2"}))
+    session, model, _ = make(Completion(tool_calls=[call], finish_reason="tool_calls"))
+    turn = session.step("go", AutoApprove())
+    reply = next(m for m in session.messages if m["role"] == "tool")
+    assert reply["content"].startswith("Not run: refused") and "U+000C FORM FEED" in reply["content"]
+    assert not turn.cells
+
+
+def test_the_reviewer_is_told_when_a_cell_is_high_risk_and_auto_run_asks_for_it():
+    session, model, _ = make("```python\na = 1\n```", "```python\nimport os\nb = os.getenv('HOME')\n```", "ok")
+    reviewer = ScriptedReviewer(["always", "decline"])
+    session.step("go", reviewer)
+    assert reviewer.high_risk == [False, True]  # auto-run was on, yet the high-risk cell was asked about
+    assert session.auto_run and "b" not in session.executor.namespace
+
+
+def test_several_blocks_are_shown_as_the_one_cell_they_make():
+    shown = []
+
+    class Display(NullDisplay):
+        def tool_code(self, code, label="run_python"):
+            shown.append((label, code))
+
+    session, model, _ = make("```python\na = 1\n```\ntext\n```python\nb = a + 1\n```", "ok")
+    session.display = Display()
+    session.step("go", ScriptedReviewer(["run"]))
+    assert shown == [("llmrepl: the cell to run (2 code blocks, in order)", "a = 1\n\nb = a + 1")]

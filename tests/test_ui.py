@@ -83,3 +83,85 @@ def test_bottom_toolbar_shows_model_context_fill_tokens_and_auto_run(ui_factory,
         bar = ui.toolbar()
     assert "scripted" in bar and "1.7k used" in bar and "auto-run off" in bar
     assert f"/{session.context.context_window / 1000:.1f}k" in bar and "ctx –/" not in bar
+
+
+# -- the review gate and the display (issue 11) --------------------------------------------------
+
+def test_enter_and_a_do_not_run_a_high_risk_cell(ui_factory, tmp_path):
+    session, model, out, display = ui_factory("```python\nimport os\nhome = os.getenv('HOME')\n```", "ok")
+    run_keys(session, display, "go\r\ran\x04", tmp_path)
+    assert "home" not in session.executor.namespace and not session.auto_run
+
+
+def test_y_runs_a_high_risk_cell(ui_factory, tmp_path):
+    session, model, out, display = ui_factory("```python\nimport os\nhome = os.getenv('HOME')\n```", "ok")
+    run_keys(session, display, "go\r\ry\x04", tmp_path)
+    assert "home" in session.executor.namespace
+
+
+def test_a_cell_the_display_cut_is_not_run_by_y_before_it_was_read(ui_factory, tmp_path):
+    code = "\n".join(f"v{i} = '{'x' * 100}'" for i in range(2200))
+    session, model, out, display = ui_factory(f"```python\n{code}\n```")
+    run_keys(session, display, "go\ryan\x04", tmp_path)
+    assert display.code_cut and "v0" not in session.executor.namespace
+    assert "characters of this answer (the journal has all of it) not shown" in out.getvalue()
+
+
+def test_a_cell_taller_than_the_screen_is_not_run_by_enter_before_it_was_read(ui_factory, tmp_path):
+    code = "\n".join(f"t{i} = {i}" for i in range(45))  # DummyOutput is 40 rows
+    session, model, out, display = ui_factory(f"```python\n{code}\n```")
+    run_keys(session, display, "go\r\ryn\x04", tmp_path)
+    assert "t0" not in session.executor.namespace
+
+
+def _pager_screen(pager, top):
+    pager._top = top
+    return "".join(text for _, text in pager._screen())
+
+
+def test_the_pager_counts_a_cell_shown_only_when_every_line_was_drawn():
+    from llmrepl.terminal.gate import Pager
+
+    pager = Pager("\n".join(f"line_{i} = {i}" for i in range(100)))  # 39 rows a page on DummyOutput
+    first = _pager_screen(pager, 0)
+    assert "  1 │ line_0 = 0\n" in first and "line_38 = 38" in first and "line_39 " not in first
+    _pager_screen(pager, 10_000)  # straight to the end (clamped to the last page)
+    assert not pager.all_shown and 0 < pager.percent < 100  # the middle was never on the screen
+    _pager_screen(pager, 39)
+    assert pager.all_shown and pager.percent == 100
+
+
+def test_the_pager_wraps_long_lines_whole_and_shows_tabs_and_invisible_characters():
+    from llmrepl.terminal.gate import Pager, screen_rows
+
+    long = "x = '" + "abcdefghij" * 50 + "'"
+    pager = Pager(long + "\n\tif x:  # 中文\u200b")
+    screen = _pager_screen(pager, 0)
+    rows = [line[4:] for line in screen.split("\n") if line]  # "1 │ " or "  ┆ " before each row
+    assert "".join(rows[:-1]) == long  # wrapped at 80 columns, nothing cut off at the edge
+    assert rows[-1] == "        if x:  # 中文<U+200B>"  # a tab to column 8, the invisible character shown
+    assert pager.all_shown
+    assert screen_rows(long, 80, stop=100) == 7 and screen_rows("a\nb", 80, stop=100) == 2
+
+
+def test_cell_output_keeps_its_colour_until_the_cell_ends_and_nothing_else():
+    from llmrepl.execution.executor import ExecResult
+
+    out = io.StringIO()
+    display = TerminalDisplay(out, color=True)
+    display.cell_output("stdout", "\x1b[32mgreen\x1b]0;title\x07 \x9d2;t\x9c\r50%\r100%\n")
+    display.cell_result(ExecResult(source="", cell=1, value_repr="R\x1b]52;c;QQ==\x07\x9bJ"))
+    text = out.getvalue()
+    assert text.startswith("\x1b[32mgreen \r50%\r100%\n\x1b[0m")  # colour reset after the cell
+    assert "R\n" in text and "]0;" not in text and "]52" not in text and "\x9d" not in text and "\x9b" not in text
+
+
+def test_the_answer_cap_marks_the_code_as_cut_and_the_tail_is_sanitized():
+    out = io.StringIO()
+    display = TerminalDisplay(out, color=False)
+    display.answer_start()
+    display.answer_text("y" * 250_000 + "\n\x1b]52;c;QQ==\x07TAIL\x9d0;t\x9c\n")
+    display.answer_end(None)
+    assert display.code_cut and "TAIL\n" in out.getvalue() and "\x1b" not in out.getvalue()
+    display.tool_code("x = 1")
+    assert not display.code_cut and "run_python:\nx = 1\n" in out.getvalue()

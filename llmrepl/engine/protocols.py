@@ -1,6 +1,6 @@
 """How the engine asks and shows: the ``Reviewer`` and ``Display`` protocols and simple ones.
 
-The terminal implements both (``interactive.TerminalReviewer``, ``display.TerminalDisplay``);
+The terminal implements both (``gate.TerminalReviewer``, ``display.TerminalDisplay``);
 these are the headless ones: run everything, run nothing, answer from a script, show nothing.
 """
 
@@ -27,22 +27,25 @@ class Decision:
 
 
 class Reviewer(Protocol):
-    """Asks the person before a cell runs."""
+    """Asks the person before a cell runs.
 
-    def review(self, code: str, *, cell: int) -> Decision: ...
+    ``high_risk``: the risk scan gave the cell a high-risk label. A front end that asks must
+    then take only an explicit yes (``y``): never a bare Enter, never "always"."""
+
+    def review(self, code: str, *, cell: int, high_risk: bool = False) -> Decision: ...
 
 
 class AutoApprove:
-    """Runs every cell (``--yes``, ``/auto on``)."""
+    """Runs every cell (``--yes``: consent given in advance, high-risk cells included)."""
 
-    def review(self, code: str, *, cell: int) -> Decision:
+    def review(self, code: str, *, cell: int, high_risk: bool = False) -> Decision:
         return Decision("run", code)
 
 
 class NoRun:
     """Batch and one-shot without ``--yes``: show the code, never run it."""
 
-    def review(self, code: str, *, cell: int) -> Decision:
+    def review(self, code: str, *, cell: int, high_risk: bool = False) -> Decision:
         return Decision("decline", code, reason="not run: pass --yes to run generated code")
 
 
@@ -52,9 +55,11 @@ class ScriptedReviewer:
     def __init__(self, answers: list[Any]) -> None:
         self.answers = list(answers)
         self.seen: list[str] = []
+        self.high_risk: list[bool] = []  # what each review was told
 
-    def review(self, code: str, *, cell: int) -> Decision:
+    def review(self, code: str, *, cell: int, high_risk: bool = False) -> Decision:
         self.seen.append(code)
+        self.high_risk.append(high_risk)
         answer = self.answers.pop(0)
         if isinstance(answer, tuple):
             return Decision("run", answer[1], edited=answer[1] != code)
@@ -67,7 +72,7 @@ class Display(Protocol):
     def answer_start(self) -> None: ...
     def answer_text(self, delta: str) -> None: ...
     def answer_end(self, completion: Completion) -> None: ...
-    def tool_code(self, code: str) -> None: ...
+    def tool_code(self, code: str, label: str = "run_python") -> None: ...
     def cell_output(self, stream: str, text: str) -> None: ...
     def cell_result(self, result: ExecResult) -> None: ...
     def notice(self, text: str, level: str = "info") -> None: ...
@@ -89,7 +94,7 @@ class NullDisplay:
     def answer_end(self, completion: Completion) -> None:
         pass
 
-    def tool_code(self, code: str) -> None:
+    def tool_code(self, code: str, label: str = "run_python") -> None:
         pass
 
     def cell_output(self, stream: str, text: str) -> None:

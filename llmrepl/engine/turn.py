@@ -23,7 +23,7 @@ from llmrepl.context.prompts import RUN_PYTHON_TOOL
 from llmrepl.engine.protocols import Decision, Display, Reviewer
 from llmrepl.errors import ModelError
 from llmrepl.execution.executor import ExecResult, Executor
-from llmrepl.execution.risk import scan
+from llmrepl.execution.risk import Hidden, describe_hidden, hidden_characters, scan
 from llmrepl.extract import code_from_tool_call, extract_code
 from llmrepl.model.client import Completion, ModelClient, ToolCall
 from llmrepl.redact import Redactor
@@ -194,7 +194,10 @@ class TurnLoop:
         if cut_off:
             self.display.notice(_cut_reason(completion, in_code=False) + "; its code was not run", "warning")
             return "cut_off"
-        decision = self._review(extraction.code, reviewer)
+        blocks = sum(1 for b in extraction.blocks if b.is_python and b.terminated and b.code.strip())
+        if blocks > 1:  # the answer shows them apart, with prose between: show the one cell they make
+            self.display.tool_code(extraction.code, label=f"llmrepl: the cell to run ({blocks} code blocks, in order)")
+        decision = self._review(extraction.code, reviewer, answer=completion.text)
         if decision.action != "run":
             self._declined(decision)
             return "declined"
@@ -255,22 +258,36 @@ class TurnLoop:
 
 
 
-    def _review(self, code: str, reviewer: Reviewer) -> Decision:
+    def _review(self, code: str, reviewer: Reviewer, answer: str = "") -> Decision:
+        """The gate: refuse hidden characters, label risks, then auto-run or ask.
+
+        ``answer`` is the model's text the cell was taken from (fenced code): extract_code
+        read its line ends, so a lone ``\\r`` there is looked for in it."""
         cell = self.executor.cell_count + 1
+        hidden = hidden_characters(code)
+        if "\r" in answer:
+            hidden += [h for h in hidden_characters(answer) if h.char == "\r"]
+        if hidden:
+            # in every mode, --yes and auto-run included: what the person saw (or would read
+            # in the journal) is not what would run, so nobody approved this code
+            decision = Decision("decline", code, reason=_refusal(hidden))
+            self.journal.append("decision", cell=cell, action="decline", edited=False, code=code,
+                                reason=decision.reason, risks=[], hidden=[h.name for h in hidden[:20]])
+            return decision
         risks = scan(code)
         if risks:
             labels = ", ".join(r.label for r in risks)
             self.display.notice(f"this cell may {labels} (advisory scan; read it before it runs)", "warning")
-        risky = any(r.high for r in risks) and not self.auto_run_risky
-        if self.auto_run and not risky:
+        high = any(r.high for r in risks)
+        if self.auto_run and not (high and not self.auto_run_risky):
             decision = Decision("run", code)
         else:
             try:
-                decision = reviewer.review(code, cell=cell)
+                decision = reviewer.review(code, cell=cell, high_risk=high)
             except (KeyboardInterrupt, EOFError):
                 decision = Decision("decline", code, reason="interrupted")
         if decision.action == "always":
-            self.auto_run = True
+            self.auto_run = True  # later high-risk cells still ask (unless repl.auto_run_risky)
             decision = Decision("run", decision.code or code, decision.edited)
         if not decision.code:
             decision.code = code
@@ -279,6 +296,12 @@ class TurnLoop:
             code=decision.code, reason=decision.reason, risks=[r.label for r in risks],
         )
         return decision
+
+
+def _refusal(hidden: list[Hidden]) -> str:
+    return ("refused: the code holds characters that show on a terminal unlike what Python reads "
+            f"({describe_hidden(hidden)}); write such characters as escapes "
+            "(\\u202e, \\r) inside strings, or leave them out")
 
 
 def _stated_limit(message: str) -> int | None:

@@ -1,8 +1,13 @@
-"""A fast, advisory scan of what a cell may do, shown before it runs.
+"""What the review gate reads in a cell before it runs: an advisory scan and hidden characters.
 
 ``scan(code)`` walks the AST once, resolving import aliases, and returns labels such as
 "delete files" or "run processes". It is a hint for the person confirming the cell, not a
 sandbox: code can always hide what it does (``getattr(os, "sy" + "stem")``).
+
+``hidden_characters(code)`` is not advisory: it finds the characters that make code look
+different on a terminal from what Python runs ("Trojan Source", CVE-2021-42574: bidi
+overrides, zero-width and other invisible characters, a lone carriage return, form feeds
+and other controls). The engine refuses a cell that holds any, in every mode.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import ast
 import re
 from dataclasses import dataclass
 
-__all__ = ["Risk", "scan", "HIGH"]
+__all__ = ["Risk", "scan", "HIGH", "Hidden", "hidden_characters", "describe_hidden"]
 
 # label -> high risk? High-risk labels make auto-run ask anyway (repl.auto_run_risky = false).
 HIGH = {
@@ -173,3 +178,75 @@ def _opens_for_writing(call: ast.Call) -> bool:
     if isinstance(mode, ast.Constant) and isinstance(mode.value, str):
         return any(c in mode.value for c in "wax+")
     return True  # a computed mode: assume it may write
+
+
+# -- hidden characters ---------------------------------------------------------------------
+
+# Controls other than tab and newline (a "\r" only when no "\n" follows: "\r\n" is a line end
+# to the terminal and to Python alike); Unicode's format characters (category Cf: bidi
+# controls, zero-width space / joiners, word joiner, invisible operators, BOM, soft hyphen,
+# tags, ...); the line and paragraph separators; surrogates (shown as "?", not as code); and
+# letters that draw as nothing (Hangul fillers, Khmer invisible vowels), which are valid in
+# identifiers. Written out, not computed from unicodedata, so importing this stays free.
+_HIDDEN = re.compile(
+    "\r(?!\n)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u034f\u0600-\u0605\u061c\u06dd\u070f"
+    "\u0890\u0891\u08e2\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064"
+    "\u2066-\u206f\u3164\ufeff\uffa0\ufff9-\ufffb\ud800-\udfff\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+)
+_ZWJ = "\u200d"
+_NAMES = {"\r": "CARRIAGE RETURN", "\x0b": "LINE TABULATION", "\x0c": "FORM FEED", "\x1b": "ESCAPE",
+          "\x08": "BACKSPACE", "\x00": "NULL BYTE", "\x7f": "DELETE"}
+
+
+@dataclass(frozen=True)
+class Hidden:
+    char: str
+    line: int  # 1-based line of ``code`` it is on
+
+    @property
+    def name(self) -> str:
+        """``U+202E RIGHT-TO-LEFT OVERRIDE``."""
+        import unicodedata  # only when a cell is refused
+
+        code = ord(self.char)
+        name = _NAMES.get(self.char) or unicodedata.name(self.char, "")
+        if not name:
+            name = "CONTROL CHARACTER" if code < 0xA0 else "SURROGATE" if 0xD800 <= code <= 0xDFFF else "CHARACTER"
+        return f"U+{code:04X} {name}"
+
+
+def hidden_characters(code: str) -> list[Hidden]:
+    """Every character of ``code`` that shows on a terminal unlike what Python reads, in order.
+
+    A zero-width joiner between two emoji is not one: it draws them as one picture, in a
+    string, and is common in data."""
+    found: list[Hidden] = []
+    line, last = 1, 0
+    for m in _HIDDEN.finditer(code):
+        i, ch = m.start(), m.group()
+        if ch == _ZWJ and _emoji(code, i - 1) and _emoji(code, i + 1):
+            continue
+        line += code.count("\n", last, i)
+        last = i
+        found.append(Hidden(ch, line))
+    return found
+
+
+def _emoji(code: str, i: int) -> bool:
+    if i < 0 or i >= len(code):
+        return False
+    c = ord(code[i])
+    if c == 0xFE0F and i > 0:  # a variation selector: look at the emoji it selects
+        c = ord(code[i - 1])
+    return 0x1F000 <= c <= 0x1FAFF or 0x2600 <= c <= 0x27BF
+
+
+def describe_hidden(found: list[Hidden], limit: int = 4) -> str:
+    """``U+202E RIGHT-TO-LEFT OVERRIDE on line 3, U+200B ZERO WIDTH SPACE on line 5``."""
+    seen: dict[tuple[str, int], Hidden] = {}
+    for h in found:
+        seen.setdefault((h.char, h.line), h)
+    parts = [f"{h.name} on line {h.line}" for h in list(seen.values())[:limit]]
+    more = len(seen) - limit
+    return ", ".join(parts) + (f" and {more} more" if more > 0 else "")

@@ -1,9 +1,11 @@
 """The terminal front end: everything that reads keys and writes to the terminal.
 
 ``startup`` starts a front end (the early prompt drawn before prompt_toolkit loads, the
-background warm-up, batch mode), ``interactive`` is the prompt_toolkit loop (prompt, toolbar,
-the one-key review question), ``plain`` the line-based loop for ``TERM=dumb``, ``display`` turns the engine's ``Display``
-calls into text and ``render`` highlights and cleans that text. This is the only place that
-may print, and the only one that loads prompt_toolkit or pygments. It may import every other
-layer; nothing outside it (``cli`` and ``app`` aside) imports it.
+background warm-up, batch mode); ``interactive`` is the prompt_toolkit loop (prompt, toolbar,
+history); ``gate`` asks the review question (one key, a pager for a cell taller than the
+screen); ``plain`` is the line-based loop for ``TERM=dumb``; ``display`` turns the engine's
+``Display`` calls into text, ``render`` highlights it and ``sanitize`` is the one gate every
+byte from outside passes on its way to the terminal. This is the only place that may print,
+and the only one that loads prompt_toolkit or pygments. It may import every other layer;
+nothing outside it (``cli`` and ``app`` aside) imports it.
 """

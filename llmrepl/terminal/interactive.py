@@ -1,7 +1,8 @@
-"""The interactive terminal front end: prompt_toolkit prompt, review keys, editor, Ctrl-C.
+"""The interactive terminal front end: prompt_toolkit prompt, history, toolbar, Ctrl-C.
 
-The only module that imports prompt_toolkit. It drives a :class:`~llmrepl.engine.session.Session`
-and shows everything through a :class:`~llmrepl.terminal.display.TerminalDisplay`.
+With ``gate`` (the review question and its pager), the only modules that import
+prompt_toolkit. It drives a :class:`~llmrepl.engine.session.Session` and shows everything
+through a :class:`~llmrepl.terminal.display.TerminalDisplay`.
 """
 
 from __future__ import annotations
@@ -15,23 +16,23 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from prompt_toolkit import PromptSession, print_formatted_text
-from prompt_toolkit.application import Application
+from prompt_toolkit import PromptSession
 from prompt_toolkit.application.current import set_app
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
-from prompt_toolkit.layout import FormattedTextControl, Layout, Window
 from prompt_toolkit.output import Output, create_output
 
 from llmrepl.engine.commands import commands, is_command
-from llmrepl.engine.protocols import Decision
 from llmrepl.engine.session import Session
+from llmrepl.execution.guards import TerminalStreams
 from llmrepl.terminal.display import TerminalDisplay
+from llmrepl.terminal.gate import TerminalReviewer, ask_key
+from llmrepl.terminal.sanitize import sanitize
 
-__all__ = ["TerminalUI", "TerminalReviewer", "SafeFileHistory", "ask_yes_no"]
+__all__ = ["TerminalUI", "SafeFileHistory", "ask_yes_no"]
 
 PROMPT = "llm> "
 _MAX_HISTORY_ENTRY = 10_000
@@ -52,6 +53,10 @@ class SafeFileHistory(FileHistory):
             yield from super().load_history_strings()
         except (OSError, UnicodeDecodeError, ValueError):
             return
+
+    def append_string(self, string: str) -> None:
+        # what Up recalls in this session is what the file holds: redacted too
+        super().append_string(self.redact(string) if self.redact is not None else string)
 
     def store_string(self, string: str) -> None:
         if self.redact is not None:
@@ -98,105 +103,26 @@ class _SlashCompleter(Completer):
                 yield Completion(name, start_position=-len(text), display_meta=cmd.help)
 
 
-def _ask_key(message: str, keys: dict[str, str], *, input: Input | None, output: Output | None) -> str:
-    """Show ``message`` and return the value of the first key in ``keys`` pressed (no Enter)."""
-    state = {"answer": ""}
-    kb = KeyBindings()
+def _terminal_input(terminal: TerminalStreams | None) -> Input | None:
+    """Keys from llmrepl's own copy of fd 0 (a cell may close fd 0), with bytes that are not
+    text in its encoding read as U+FFFD (prompt_toolkit keeps them as lone surrogates, which
+    break the journal, the request and the cell's source). None: prompt_toolkit's default."""
+    stdin = terminal.stdin if terminal is not None else None
+    if stdin is None or sys.platform == "win32" or not stdin.isatty():
+        return None
+    from prompt_toolkit.input.posix_utils import PosixStdinReader
+    from prompt_toolkit.input.vt100 import Vt100Input
 
-    def bind(key: str, value: str) -> None:
-        @kb.add(key, eager=True)
-        def _(event: KeyPressEvent) -> None:
-            state["answer"] = value
-            event.app.exit(result=value)
-
-    for key, value in keys.items():
-        bind(key, value)
-
-    @kb.add("<any>")
-    def _ignore(event: KeyPressEvent) -> None:
-        pass
-
-    control = FormattedTextControl(lambda: [("", message), ("bold", state["answer"])], show_cursor=True)
-    app: Application[str] = Application(
-        layout=Layout(Window(control, height=1, dont_extend_height=True)),
-        key_bindings=kb,
-        input=input,
-        output=output,
-        erase_when_done=False,
-    )
-    return app.run(handle_sigint=False)
+    keys = Vt100Input(stdin)
+    keys.stdin_reader = PosixStdinReader(stdin.fileno(), errors="replace", encoding=stdin.encoding or "utf-8")
+    return keys
 
 
-def ask_yes_no(question: str) -> bool:
-    """One key, Enter meaning yes (used before the UI starts, e.g. by --resume)."""
-    keys = {"y": "yes", "Y": "yes", "enter": "yes", "c-m": "yes", "n": "no", "N": "no", "c-c": "no", "c-d": "no"}
-    return _ask_key(question, keys, input=None, output=create_output(stdout=sys.__stdout__)) == "yes"
-
-
-class TerminalReviewer:
-    """``Run this code? [Y/n/e/a]`` answered with one key; ``e`` opens an inline editor."""
-
-    KEYS = {
-        "y": "yes", "Y": "yes", "enter": "yes", "c-m": "yes",
-        "n": "no", "N": "no", "c-c": "no", "c-d": "no",
-        "e": "edit", "E": "edit",
-        "a": "always", "A": "always",
-    }
-
-    def __init__(self, *, input: Input | None = None, output: Output | None = None) -> None:
-        self.input = input
-        self.output = output
-
-    def review(self, code: str, *, cell: int) -> Decision:
-        with self.guard():
-            return self._review(code)
-
-    def _review(self, code: str) -> Decision:
-        current = code
-        while True:
-            answer = _ask_key("Run this code? [Y/n/e/a] ", self.KEYS, input=self.input, output=self.output)
-            if answer == "yes":
-                return Decision("run", current, edited=current != code)
-            if answer == "no":
-                return Decision("decline", current)
-            if answer == "always":
-                return Decision("always", current, edited=current != code)
-            edited = self.edit(current)
-            if edited is not None and edited.strip():
-                return Decision("run", edited, edited=edited != code)
-
-    def edit(self, code: str) -> str | None:
-        """A multi-line editor prefilled with ``code``; None when cancelled (Ctrl-C / Ctrl-D)."""
-        from prompt_toolkit.lexers import PygmentsLexer
-        from pygments.lexers.python import PythonLexer
-
-        editor: PromptSession[str] = PromptSession(input=self.input, output=self.output)
-        print_formatted_text(
-            "edit the code: Alt-Enter or Esc Enter runs your version · Ctrl-C cancels",
-            style=None, output=self.output,
-        )
-        try:
-            return editor.prompt(
-                "",
-                default=code,
-                multiline=True,
-                lexer=PygmentsLexer(PythonLexer),
-                prompt_continuation="",
-                bottom_toolbar=" Alt-Enter or Esc Enter runs the edited code · Ctrl-C cancels ",
-            )
-        except (KeyboardInterrupt, EOFError):
-            return None
-
-    def ask_input(self, prompt: str) -> str:
-        """``input()`` inside a cell, answered at the terminal."""
-        asker: PromptSession[str] = PromptSession(input=self.input, output=self.output)
-        with self.guard():
-            return asker.prompt(prompt)
-
-    def guard(self) -> contextlib.AbstractContextManager[None]:
-        """While a prompt_toolkit app is on screen, other threads' output is held back
-        (set by the UI; a no-op for a reviewer used on its own)."""
-        return contextlib.nullcontext()
+def ask_yes_no(question: str, *, default: bool = True) -> bool:
+    """One key; Enter gives ``default`` (yes for --resume's re-run, no for replacing a file)."""
+    enter = "yes" if default else "no"
+    keys = {"y": "yes", "Y": "yes", "enter": enter, "c-m": enter, "n": "no", "N": "no", "c-c": "no", "c-d": "no"}
+    return ask_key(question, keys, input=None, output=create_output(stdout=sys.__stdout__)) == "yes"
 
 
 class TerminalUI:
@@ -221,9 +147,12 @@ class TerminalUI:
         self.after_first_prompt = after_first_prompt
         self.early_prompt = early_prompt  # startup drew EARLY_PROMPT already: restores the terminal
         if output is None:
-            # bound to the real terminal: sys.stdout is the session's capture router
-            output = create_output(stdout=sys.__stdout__)
-        self.reviewer = TerminalReviewer(input=input, output=output)
+            # llmrepl's own copy of the terminal (display.out): sys.stdout is the session's
+            # capture router, and a cell may close or redirect fd 1 or sys.__stdout__
+            output = create_output(stdout=display.out)
+        if input is None:
+            input = _terminal_input(session.executor.terminal)
+        self.reviewer = TerminalReviewer(input=input, output=output, code_cut=lambda: display.code_cut)
         self.history = open_history(history_path, session.redactor.redact)
         self.prompt: PromptSession[str] = PromptSession(
             history=self.history,
@@ -249,7 +178,8 @@ class TerminalUI:
         fill = _k(fit.tokens) if fit is not None else "–"
         used = s.usage["prompt_tokens"] + s.usage["completion_tokens"]
         auto = "on" if s.auto_run else "off"
-        return f" {s.model.model} · ctx {fill}/{_k(s.context.context_window)} · {_k(used)} used · auto-run {auto} "
+        model = sanitize(s.model.model)  # a local server's own model id, perhaps
+        return f" {model} · ctx {fill}/{_k(s.context.context_window)} · {_k(used)} used · auto-run {auto} "
 
     @staticmethod
     def _bindings() -> KeyBindings:
@@ -305,7 +235,8 @@ class TerminalUI:
             except queue.Empty:
                 return
             if level.startswith("late-"):
-                self.display.draw_cell_output(level[5:], text)
+                self.display.draw_cell_output(level[5:], text)  # sanitized there, as all cell output
+                self.display.end_output()
             else:
                 self.display.show(text, level)
 
@@ -349,7 +280,10 @@ class TerminalUI:
                 if self._command(text.strip()):
                     break
                 continue
-            self._message(text)
+            try:
+                self._message(text)
+            except KeyboardInterrupt:  # a second Ctrl-C that lands just as the turn ends
+                self.display.notice("interrupted", "warning")
         self.session.journal.append("session_end")
         return 0
 

@@ -1,7 +1,7 @@
 """A line-based front end for terminals that cannot take escape codes (``TERM=dumb``).
 
 The same loop as the full UI, read with plain ``readline``: no colours, no cursor moves,
-no editor (``e`` says so), answers ended with Enter.
+no editor (``e`` says so), no pager (``v`` prints the cell), answers ended with Enter.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from llmrepl.engine.commands import is_command
 from llmrepl.engine.protocols import Decision
 from llmrepl.engine.session import Session
 from llmrepl.terminal.display import TerminalDisplay
+from llmrepl.terminal.sanitize import sanitize
 
 __all__ = ["PlainReviewer", "run_plain"]
 
@@ -21,22 +22,41 @@ PROMPT = "llm> "
 
 
 class PlainReviewer:
-    """``Run this code? [Y/n/a]`` answered with a line."""
+    """``Run this code? [Y/n/a]`` answered with a line.
 
-    def __init__(self, read: Callable[[str], str], note: Callable[[str], None]) -> None:
+    The same gate as the full UI, without a pager: a cell the display had to cut is printed
+    whole (``v``) before ``y`` counts, and a high-risk cell runs only on ``y``."""
+
+    def __init__(self, read: Callable[[str], str], display: TerminalDisplay) -> None:
         self.read = read
-        self.note = note
+        self.display = display
 
-    def review(self, code: str, *, cell: int) -> Decision:
+    def review(self, code: str, *, cell: int, high_risk: bool = False) -> Decision:
+        unread = self.display.code_cut
         while True:
-            answer = self.read("Run this code? [Y/n/a] ").strip().lower()
-            if answer in ("", "y", "yes"):
-                return Decision("run", code)
+            if unread:
+                question = "Run this code? [v/n] (the display had to cut it: v prints all of it) "
+            elif high_risk:
+                question = "Run this code? [y/n] (high risk: only y runs it) "
+            else:
+                question = "Run this code? [Y/n/a] "
+            answer = self.read(question).strip().lower()
             if answer in ("n", "no"):
                 return Decision("decline", code)
-            if answer in ("a", "always"):
+            if answer in ("v", "view"):
+                self.display.listing(code)
+                unread = False
+            elif unread:
+                self.display.notice("v prints the whole cell; y counts once it has been shown, n declines")
+            elif answer in ("y", "yes") or answer == "" and not high_risk:
+                return Decision("run", code)
+            elif answer in ("a", "always") and not high_risk:
                 return Decision("always", code)
-            self.note("answer y (run), n (don't) or a (run this and later cells); editing needs a full terminal")
+            elif high_risk:
+                self.display.notice("this cell has a high-risk label: only y runs it, n does not")
+            else:
+                self.display.notice("answer y (run), n (don't) or a (run this and later cells); "
+                                    "editing needs a full terminal")
 
 
 def run_plain(session: Session, display: TerminalDisplay, *, stdin: TextIO | None = None,
@@ -45,15 +65,22 @@ def run_plain(session: Session, display: TerminalDisplay, *, stdin: TextIO | Non
     source = stdin or sys.__stdin__ or sys.stdin
 
     def read(prompt: str) -> str:
-        display.write(prompt)
+        display.write(sanitize(prompt))  # llmrepl's questions, or the prompt of a cell's input()
         line = source.readline()
         if not line:
             raise EOFError
         display.write("" if line.endswith("\n") else "\n")
         return line.rstrip("\n")
 
-    reviewer = PlainReviewer(read, display.notice)
+    def ask(question: str) -> bool:  # /export onto an existing file: only "y" replaces it
+        try:
+            return read(question).strip().lower() in ("y", "yes")
+        except (EOFError, KeyboardInterrupt):
+            return False
+
+    reviewer = PlainReviewer(read, display)
     session.executor.input_func = read
+    session.ask = ask
     while True:
         if session.journal.error:
             display.notice(session.journal.error, "warning")

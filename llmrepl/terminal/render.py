@@ -2,7 +2,9 @@
 
 Streaming is rendered once per completed line (linear cost, nothing re-rendered): lines
 inside Python fences are highlighted with pygments' ``PythonLexer``, prose is lightly
-styled with its Markdown lexer, and everything is plain when colour is off.
+styled with its Markdown lexer, and everything is plain when colour is off. The text is
+cleaned by :func:`~llmrepl.terminal.sanitize.sanitize` before it is highlighted, so the
+only escape codes in what comes out are the ones added here.
 """
 
 from __future__ import annotations
@@ -10,12 +12,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["StreamRenderer", "highlight_code", "strip_controls", "style", "color_default", "warm_up"]
+from llmrepl.terminal.sanitize import sanitize
 
-# CSI / OSC / two-character ESC sequences first, then other C0 controls (keep \t and \n).
-_CONTROLS = re.compile(
-    r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])|[\x00-\x08\x0b-\x1f\x7f\x9b]"
-)
+__all__ = ["StreamRenderer", "highlight_code", "style", "color_default", "warm_up"]
+
 _FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[ \t]*\{?\.?([\w+-]*)")
 _PY_TAGS = {"", "python", "py", "python3", "py3", "ipython", "pycon"}
 
@@ -38,12 +38,6 @@ def color_default(stream: Any, env: dict[str, str]) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
-
-
-def strip_controls(text: str) -> str:
-    """Remove terminal escape sequences and control characters (model text is untrusted)."""
-    text = text.replace("\r\n", "\n")
-    return _CONTROLS.sub("", text)
 
 
 def style(text: str, name: str, color: bool) -> str:
@@ -77,8 +71,9 @@ def _highlight(text: str, lexer_name: str) -> str:
 
 
 def highlight_code(code: str, color: bool) -> str:
-    """A whole block of Python, highlighted when colour is on; ends with a newline."""
-    code = strip_controls(code)
+    """A whole block of Python (foreign text: sanitized), highlighted when colour is on; ends
+    with a newline."""
+    code = sanitize(code)
     if not code.endswith("\n"):
         code += "\n"
     return _highlight(code, "python") if color else code
@@ -89,31 +84,35 @@ class StreamRenderer:
 
     def __init__(self, color: bool) -> None:
         self.color = color
-        self._partial = ""
+        self._partial: list[str] = []  # the line not finished yet, in pieces (joined once)
         self._fence: str | None = None   # the open fence's marker, e.g. "```"
         self._python = False
 
     def feed(self, delta: str) -> str:
         """Render the lines ``delta`` completes; keep the rest for later."""
-        if not delta:
-            return ""
-        text = self._partial + delta
-        cut = text.rfind("\n")
+        cut = delta.rfind("\n")
         if cut < 0:
-            self._partial = text
+            if delta:
+                self._partial.append(delta)  # no copy of a long unfinished line per delta
             return ""
-        self._partial = text[cut + 1 :]
-        return "".join(self._line(line) for line in text[: cut + 1].splitlines(keepends=True))
+        text = "".join(self._partial) + delta[: cut + 1]
+        self._partial = [delta[cut + 1 :]] if cut + 1 < len(delta) else []
+        return self._lines(text)
 
     def finish(self) -> str:
         """Render whatever is left (an answer rarely ends with a newline)."""
-        rest, self._partial = self._partial, ""
-        out = self._line(rest + "\n") if rest else ""
+        rest, self._partial = "".join(self._partial), []
+        out = self._lines(rest + "\n") if rest else ""
         self._fence, self._python = None, False
         return out
 
+    def _lines(self, text: str) -> str:
+        # cleaned as a whole before it is split: a "\r\n" is one line end, and a lone "\r"
+        # is a line break here, as it is to Python and to extract_code
+        text = sanitize(text)
+        return "".join(self._line(line + "\n") for line in text[:-1].split("\n"))
+
     def _line(self, line: str) -> str:
-        line = strip_controls(line)
         m = _FENCE.match(line)
         if m:
             marker = m.group(1)

@@ -25,17 +25,20 @@ if TYPE_CHECKING:
     from llmrepl.engine.session import Session
     from llmrepl.terminal.display import TerminalDisplay
 
-__all__ = ["EARLY_PROMPT", "report", "resume_confirm", "own_the_keys", "run_interactive", "run_batch"]
+__all__ = ["EARLY_PROMPT", "report", "resume_confirm", "ask_to_replace", "own_the_keys", "run_interactive", "run_batch"]
 
 EARLY_PROMPT = "llm> "  # the same text as interactive.PROMPT (a test checks it)
 
 
 def report(text: str) -> None:
     """``llmrepl: text`` on the real stderr: once the session starts, sys.stderr is the
-    cell-capture router."""
+    cell-capture router. ``text`` may quote a server's error message or a file name: it goes
+    through the terminal's one sanitizer (a tiny module: nothing slow on the way to --help)."""
+    from llmrepl.terminal.sanitize import sanitize
+
     stream = sys.__stderr__ or sys.stderr
     try:
-        stream.write(f"llmrepl: {text}\n")
+        stream.write(f"llmrepl: {sanitize(text)}\n")
         stream.flush()
     except (OSError, ValueError):
         pass
@@ -54,6 +57,13 @@ def resume_confirm(interactive: bool, yes: bool) -> Callable[[str], bool]:
         return ask_yes_no(question)
 
     return ask
+
+
+def ask_to_replace(question: str) -> bool:
+    """/export onto an existing file: only an explicit y replaces it."""
+    from llmrepl.terminal.interactive import ask_yes_no
+
+    return ask_yes_no(question, default=False)
 
 
 def own_the_keys() -> None:
@@ -105,13 +115,18 @@ def _early_prompt(display: TerminalDisplay) -> Callable[[], None] | None:
 def run_interactive(session: Session, display: TerminalDisplay, setup: ModelSetup, config: Config,
                     state: Path) -> int:
     """The banner, then the prompt_toolkit UI (or the plain one for ``TERM=dumb``) until Ctrl-D."""
+    from llmrepl.redact import safe_url  # the banner shows no user:password@ of the base URL
+
     if os.environ.get("TERM") == "dumb":  # no escape codes at all: the line-based front end
         from llmrepl.terminal.plain import run_plain
 
         display.show(f"llmrepl {__version__} · model {session.model.model} · /help for commands · Ctrl-D exits")
         setup.listen(lambda text, level: display.notice(text, level) if level != "info" else display.show(text))
-        return run_plain(session, display, before_send=lambda: setup.wait(3.0))
-    where = f" at {config.model.base_url}" if config.model.base_url else ""
+        # lines from llmrepl's own copy of fd 0 (undecodable bytes read as U+FFFD; a cell may close fd 0)
+        own = session.executor.terminal
+        return run_plain(session, display, stdin=own.stdin if own is not None else None,
+                         before_send=lambda: setup.wait(3.0))
+    where = f" at {safe_url(config.model.base_url)}" if config.model.base_url else ""
     model_line = f"model {session.model.model}{where}" if setup.configured else "looking for a model..."
     display.show(f"llmrepl {__version__} · {model_line} · /help for commands · Ctrl-D exits")
     early = _early_prompt(display)
@@ -183,7 +198,11 @@ def run_batch(session: Session, display: TerminalDisplay, setup: ModelSetup, rev
         if not line:
             continue
         if is_command(line):
-            if display.command(line, session):
+            leave = display.command(line, session)
+            if session.journal.error:
+                report(session.journal.error)  # a /py cell may have deleted the state folder
+                session.journal.error = ""
+            if leave:
                 break
             continue
         if first_message:

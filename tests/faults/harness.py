@@ -66,8 +66,9 @@ _TAIL_BYTES = 2 << 20  # ... and the last 2 MiB (the rest is only counted)
 
 _ANSI = re.compile(
     r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[PX^_][^\x1b]*\x1b\\|[@-Z\\-_=>])"
+    r"|[\x90\x98\x9d\x9e\x9f][^\x07\x1b\x9c]*(?:\x07|\x9c)?"  # the 8-bit (C1) string forms
 )
-_CTRL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")
+_CTRL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _OWN_FRAME = re.compile(r'File "[^"\n]*[/\\]llmrepl[/\\][^"\n]*"')
 _TRACEBACK = "Traceback (most recent call last)"
 
@@ -513,8 +514,7 @@ def fault_run(
         except OSError:
             proc.kill()
         proc.wait()
-    out.join(10)
-    err.join(10)
+    _close_pipes(proc, feeder, out, err)
     rss = None
     if rss_file is not None and rss_file.exists():
         rss = int(rss_file.read_text() or 0)
@@ -524,6 +524,29 @@ def fault_run(
         lines=all_lines, server=server, timed_out=timed_out, stdout_bytes=out.total,
         elapsed=time.monotonic() - start, rss_kb=rss,
     )
+
+
+def _close_pipes(proc: subprocess.Popen[bytes], feeder: threading.Thread, *readers: _Reader) -> None:
+    """Wait for the readers to drain stdout and stderr, then close all three pipes (an unclosed
+    pipe is a ResourceWarning, and the suite must leave none). A pipe a process started by a
+    cell still holds open ends with that process (the group is killed); a pipe whose reader is
+    still blocked is left alone, as closing it would hang."""
+    for reader in readers:
+        reader.join(10)
+        if reader.is_alive():
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            reader.join(5)
+    feeder.join(5)
+    pipes = [(proc.stdout, readers[0]), (proc.stderr, readers[1]), (proc.stdin, feeder)]
+    for pipe, user in pipes:
+        if pipe is not None and not user.is_alive():
+            try:
+                pipe.close()
+            except OSError:  # stdin with unsent bytes: the process is gone
+                pass
 
 
 # ---------------------------------------------------------------------------------------
