@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="", metavar="ID", help="continue the last session, or session ID")
     p.add_argument("--export", nargs="+", metavar=("PATH", "ID"),
                    help="write a stored session (the last, or ID) as .py, .ipynb or .md, without opening the REPL")
+    p.add_argument("--force", action="store_true", help="with --export: replace PATH if it exists")
     p.add_argument("--max-steps", type=_positive_int, metavar="N", help="model calls allowed per message (default 6)")
     p.add_argument("--timeout", type=_non_negative_float, metavar="S", help="time limit for one code cell, 0 = none")
     p.add_argument("--no-stream", action="store_true", help="wait for whole answers instead of streaming")
@@ -62,27 +63,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _positive_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    """--max-steps: parsed and bounded by config.py, the one place bounds live (1 to 100)."""
+    return int(_flag_value("repl.max_steps", text))  # type: ignore[call-overload]
 
 
 def _non_negative_float(text: str) -> float:
+    """--timeout: parsed and bounded by config.py (0, or 0.001 s to one day; no nan or inf)."""
+    return float(_flag_value("exec.timeout", text))  # type: ignore[arg-type]
+
+
+def _flag_value(key: str, text: str) -> object:
     import argparse
 
+    from llmrepl.config import flag_value
+    from llmrepl.errors import ConfigError
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+        return flag_value(key, text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     from llmrepl.terminal.startup import report
 
     if args.export is not None:
-        return _export(args.export, state_dir(env))
+        return _export(args.export, state_dir(env), args.force)
+    if args.force:
+        report("--force goes with --export (in the REPL: /export PATH --force)")
+        return 2
     overrides = {
         "model.name": args.model,
         "model.base_url": args.base_url,
@@ -118,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _export(spec: list[str], state: Path) -> int:
-    """``--export PATH [ID]``: what was written on stdout and 0, or one line on stderr and 2."""
+def _export(spec: list[str], state: Path, force: bool) -> int:
+    """``--export PATH [ID] [--force]``: what was written on stdout and 0, or one line on
+    stderr and 2 (an existing PATH without --force too: nothing is replaced unasked)."""
     from llmrepl.app import export_session
     from llmrepl.errors import LLMReplError
     from llmrepl.terminal.startup import report
@@ -128,14 +131,18 @@ def _export(spec: list[str], state: Path) -> int:
         report("--export takes PATH and optionally a session ID")
         return 2
     try:
-        message = export_session(state, spec[0], spec[1] if len(spec) > 1 else "")
+        message, warning = export_session(state, spec[0], spec[1] if len(spec) > 1 else "", replace=force)
     except LLMReplError as e:
         report(str(e))
         return 2
     except OSError as e:
         report(f"cannot write {spec[0]}: {e.strerror or e}")
         return 2
-    sys.stdout.write(message + "\n")
+    if warning:
+        report(f"warning: {warning}")
+    from llmrepl.terminal.sanitize import sanitize
+
+    sys.stdout.write(sanitize(message) + "\n")  # it quotes a path and a stored session
     return 0
 
 

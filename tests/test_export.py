@@ -250,3 +250,52 @@ def test_write_export_reports_an_unwritable_folder(stored, tmp_path):
                 write_export(stored, locked / "x.py")
     finally:
         locked.chmod(0o700)
+
+
+# -- exports are data, never code (issue 11) ---------------------------------------------
+
+
+def test_every_character_stays_inside_a_comment_or_a_docstring():
+    """Each code point (surrogates aside) after ``#`` or inside the header docstring: the
+    line still compiles to nothing but that string, and reads back exactly."""
+    import ast
+
+    from llmrepl.store.quoting import as_comment, as_docstring
+
+    chars = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    for start in range(0, len(chars), 4096):
+        chunk = chars[start:start + 4096] + '"""\\\'\n\r'
+        source = f"# {as_comment(chunk)}\n{as_docstring(chunk)}\nx = 1\n"
+        tree = ast.parse(source)
+        assert [type(n).__name__ for n in tree.body] == ["Expr", "Assign"]
+        assert ast.get_docstring(tree, clean=False) == chunk + "\n"
+        assert all(c.isprintable() or c in "\t\n" for c in source)
+
+
+def test_write_export_without_replace_keeps_an_existing_file(stored, tmp_path):
+    from llmrepl.store.export import ExportExists
+
+    target = tmp_path / "a.py"
+    target.write_text("mine")
+    with pytest.raises(ExportExists, match="exists; nothing was written"):
+        write_export(stored, target, replace=False)
+    assert target.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["a.py"]
+    dangling = tmp_path / "gone.py"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ExportExists):
+        write_export(stored, dangling, replace=False)
+    assert write_export(stored, tmp_path / "new.py", replace=False).startswith("wrote ")
+
+
+def test_a_header_from_outside_is_a_docstring_not_code(tmp_path):
+    import ast
+
+    path = write_journal(tmp_path / "s.jsonl", [
+        ("session_start", {"model": "m\nimport os #", "cwd": "/x\u2028y\nprint(1)", "pid": 1}),
+        *exchange("a", 1, "print('ran')", "ran\n"),
+    ])
+    py = export_py(load_session(path))
+    tree = ast.parse(py)
+    doc = ast.get_docstring(tree, clean=False) or ""
+    assert "model: m\nimport os #" in doc and "ran in: /x\u2028y\nprint(1)" in doc
+    assert [type(n).__name__ for n in tree.body] == ["Expr", "Expr"]  # the docstring, print('ran')

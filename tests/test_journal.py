@@ -40,3 +40,57 @@ def test_missing_parent_that_cannot_be_created_keeps_records_in_memory(tmp_path)
     j.append("user", text="kept")
     assert j.error and "in memory" in j.error
     assert len(j.unsaved) == 1
+
+
+# -- one owner, private files, any line read back safely (issue 11) ------------------------
+
+
+def test_a_second_journal_on_the_same_file_is_busy_and_writes_nothing(tmp_path):
+    path = tmp_path / "s.jsonl"
+    first = Journal(path)
+    first.append("user", text="one")
+    before = path.read_bytes()
+    second = Journal(path)
+    assert second.busy and second.error and "another llmrepl process" in second.error
+    second.append("user", text="two")
+    assert path.read_bytes() == before
+    first.close()
+    third = Journal(path)  # the lock goes with the first one's file
+    assert not third.busy
+    third.close()
+
+
+def test_journal_is_0600_whatever_the_umask_and_never_a_fifo(tmp_path):
+    import os
+
+    old = os.umask(0o277)
+    try:
+        j = Journal(tmp_path / "new" / "u.jsonl")
+        j.append("user", text="x")
+        j.close()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new" / "u.jsonl").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700
+    fifo = tmp_path / "f.jsonl"
+    os.mkfifo(fifo)
+    j = Journal(fifo)  # would block forever in open() without O_NONBLOCK
+    assert j.error and "in memory" in j.error  # ENXIO (no reader) or "not a regular file"
+
+
+def test_read_journal_skips_lines_of_any_shape(tmp_path):
+    from llmrepl.store.records import read_records
+
+    path = tmp_path / "b.jsonl"
+    path.write_bytes(
+        b'{"t":1,"event":"user","text":"ok"}\n'
+        b'{"t":1e400,"event":"user","text":"inf"}\n'
+        b'{"t":1,"event":"cell_end","cell":"2"}\n'
+        b'{"t":1,"event":"message","message":{"role":"system","content":"x"}}\n'
+        + b"[" * 50_000 + b"]" * 50_000 + b"\n"
+        b'{"t":1,"event":"user","text":"lone \\ud800"}\n'
+    )
+    records, skipped = read_records(path)
+    assert [r["text"] for r in records] == ["ok", "lone \ufffd"]
+    assert [s.line for s in skipped] == [2, 3, 4, 5]
+    assert read_journal(path) == (records, 4)

@@ -206,3 +206,27 @@ def test_never_raises_on_bad_input() -> None:
 def test_known_servers() -> None:
     assert KNOWN_SERVERS == [("Ollama", 11434), ("LM Studio", 1234), ("llama.cpp", 8080),
                              ("vLLM", 8000)]
+
+
+@pytest.mark.parametrize("name, plain", [
+    ("gpt-4.1-mini", True), ("llama3.1:8b", True), ("hf.co/org/x-GGUF:Q4_K_M", True),
+    ("/models/7B/model.gguf", True), ("a" * 200, True), ("a" * 201, False), ("", False),
+    ("-rf", False), ("two words", False), ("line\nbreak", False), ("esc\x1b[2J", False),
+    ("quote'", False), ("bidi\u202e", False), ("ünï", False), (42, False), (None, False),
+])
+def test_plain_model_ids(name: object, plain: bool) -> None:
+    from llmrepl.model.probe import is_plain_model_id
+
+    assert is_plain_model_id(name) is plain
+
+
+def test_hostile_ids_are_dropped_and_counted(serve) -> None:
+    port = serve(200, {"data": [{"id": "bad\nid"}, {"id": "good"}, {"id": "x" * 999}]})
+    server = probe_server("vLLM", port, timeout=2)
+    assert server is not None and server.models == ["good"] and server.rejected == 2
+
+
+def test_absurd_context_length_is_ignored(serve) -> None:
+    port = serve(200, {"data": [{"id": "m", "max_model_len": 10**30}]})
+    server = probe_server("vLLM", port, timeout=2)
+    assert server is not None and server.context_length is None

@@ -412,3 +412,36 @@ def test_a_crash_is_reported_by_one_resume_not_every_later_one(tmp_path):
     j.append("cell_start", cell=1, code="x = 1", replay=True)
     j.append("cell_end", cell=1, output="", replay=True)
     assert load_session(path).info.crashed_in_cell is None
+
+
+# -- a bad journal never blocks the others (issue 11) ------------------------------------
+
+
+def test_listing_skips_odd_names_and_names_bad_lines(tmp_path):
+    state = tmp_path / "state"
+    folder = sessions_dir(state)
+    write_journal(folder / "20260101-100000-11.jsonl", [*exchange("fine", 1, "a = 1", "")])
+    write_journal(folder / "x\nimport os.jsonl", [*exchange("odd name", 1, "a = 1", "")])
+    bad = folder / "20260101-100000-12.jsonl"
+    write_journal(bad, [*exchange("has a bad line", 1, "a = 1", "")])
+    with open(bad, "ab") as f:
+        f.write(b'{"t":1e400,"event":"user","text":"x"}\n{"t":1,"event":"cell_end","cell":[1]}\n')
+    infos = list_sessions(state)
+    assert [i.id for i in infos] == ["20260101-100000-12", "20260101-100000-11"]
+    assert [s.line for s in infos[0].skipped] == [8, 9]  # after the exchange's 7 records
+    text = render_session_list(infos)
+    assert f"warning: skipped 2 unreadable journal line(s) of {bad}: line 8 (" in text
+
+
+def test_a_long_replayed_cell_end_is_not_counted_again(tmp_path):
+    path = write_journal(tmp_path / "r.jsonl", [
+        *exchange("x", 1, "a = 1", "A" * 300_000),  # longer than the listing parses
+        ("resume", {"messages": 3, "cells": 1}),
+        ("cell_start", {"cell": 1, "code": "a = 1", "replay": True}),
+        ("cell_end", {"cell": 1, "output": "A" * 300_000, "value": None, "error": None,
+                      "error_type": None, "replay": True}),
+    ])
+    from llmrepl.store.catalogue import _light_records, summarize
+
+    info = summarize(path, _light_records(path))
+    assert info.cells == 1 and info.bad_lines == 0

@@ -13,6 +13,7 @@ from typing import Any
 from llmrepl.context.budget import NOTE_PREFIX
 from llmrepl.context.digest import describe
 from llmrepl.engine.session import Session
+from llmrepl.redact import safe_url
 
 __all__ = ["Command", "CommandResult", "command", "dispatch", "commands", "is_command"]
 
@@ -71,9 +72,10 @@ def dispatch(line: str, session: Session) -> CommandResult:
         return CommandResult(f"unknown command /{name}{hint}", level="error")
     session.journal.append("command", line=line if name != "py" else f"/py ({len(arg)} chars)")
     out = cmd.func(session, arg.strip())
-    if isinstance(out, CommandResult):
-        return out
-    return CommandResult(out)
+    result = out if isinstance(out, CommandResult) else CommandResult(out)
+    if result.text:  # the one gate from a command to the screen: /vars, /history, /model, ...
+        result.text = session.redactor.redact(result.text)
+    return result
 
 
 @command("help", "list the commands")
@@ -108,7 +110,8 @@ def _vars(session: Session, arg: str) -> str:
     width = min(max(len(n) for n in names), 24)
     types = {n: type.__dict__["__name__"].__get__(type(v)) for n, v in names.items()}  # no user __getattr__
     twidth = min(max(len(t) for t in types.values()), 16)
-    return "\n".join(f"  {n.ljust(width)}  {types[n].ljust(twidth)}  {describe(v)}" for n, v in names.items())
+    red = session.redactor.redact
+    return "\n".join(f"  {n.ljust(width)}  {types[n].ljust(twidth)}  {describe(v, redact=red)}" for n, v in names.items())
 
 
 @command("history", "the conversation so far, compact")
@@ -158,7 +161,7 @@ def _reset(session: Session, arg: str) -> str:
 def _model(session: Session, arg: str) -> str:
     if not arg:
         where = getattr(session.model, "base_url", None)
-        return f"model: {session.model.model}" + (f" at {where}" if where else "")
+        return f"model: {session.model.model}" + (f" at {safe_url(where)}" if where else "")
     old = session.model.model
     session.switch_model(arg)
     return f"model: {arg} (was {old}); context window {session.context.context_window:,} tokens"
@@ -192,34 +195,55 @@ def _sessions(session: Session, arg: str) -> CommandResult:
     return CommandResult(render_session_list(infos))
 
 
-@command("save", "write the transcript as Markdown (default: llmrepl-ID.md here)", "/save [PATH]")
+@command("save", "write the transcript as Markdown (default: llmrepl-ID.md here)", "/save [PATH] [--force]")
 def _save(session: Session, arg: str) -> CommandResult:
+    arg, force = _force(arg)
     path = arg or f"llmrepl-{session.session_id or 'session'}.md"
     if not path.lower().endswith(".md"):
         path += ".md"
-    return _write(session, path)
+    return _write(session, path, force)
 
 
-@command("export", "write the executed cells as .py or .ipynb (by the suffix)", "/export PATH")
+@command("export", "write the executed cells as .py or .ipynb (by the suffix); --force replaces a file",
+         "/export PATH [--force]")
 def _export(session: Session, arg: str) -> CommandResult:
+    arg, force = _force(arg)
     if not arg:
-        return CommandResult("usage: /export PATH   (PATH ending in .py or .ipynb)", level="error")
-    return _write(session, arg)
+        return CommandResult("usage: /export PATH [--force]   (PATH ending in .py or .ipynb)", level="error")
+    return _write(session, arg, force)
 
 
-def _write(session: Session, target: str) -> CommandResult:
+def _force(arg: str) -> tuple[str, bool]:
+    """``PATH --force`` (or ``--force PATH``): the path, and whether to replace an existing file."""
+    for rest in (arg.removesuffix(" --force"), arg.removeprefix("--force ")):
+        if rest != arg:
+            return rest.strip(), True
+    return ("", True) if arg == "--force" else (arg, False)
+
+
+def _write(session: Session, target: str, force: bool) -> CommandResult:
     from pathlib import Path
 
     from llmrepl.errors import LLMReplError
-    from llmrepl.store.export import write_export
+    from llmrepl.store.export import ExportExists, write_export
     from llmrepl.store.transcript import load_session
 
     path = session.journal.path
     if path is None or not session.journal.healthy:
         return CommandResult("the session journal could not be written, so there is nothing to export", level="error")
     try:
-        return CommandResult(write_export(load_session(path), Path(target)))  # write_export expands ~
+        stored = load_session(path)
+        try:
+            done = write_export(stored, Path(target), replace=force)  # write_export expands ~
+        except ExportExists as e:
+            # an existing file is replaced only when asked: the front end's yes/no question when
+            # it has one (interactive), else refused (batch), unless --force was given
+            if session.ask is None or not session.ask(f"{e.path} exists: replace it? [y/n] "):
+                return CommandResult(str(e), level="error")
+            done = write_export(stored, Path(target), replace=True)
     except LLMReplError as e:
         return CommandResult(str(e), level="error")
     except OSError as e:
         return CommandResult(f"cannot write {target}: {e.strerror or e}", level="error")
+    warning = stored.info.skipped_warning()
+    return CommandResult(f"{done}\n{warning}", level="warning") if warning else CommandResult(done)

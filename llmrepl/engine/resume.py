@@ -40,8 +40,9 @@ def resume(session: Session, stored: StoredSession, display: Display, *, confirm
     display.notice(f"resumed session {info.id} from {started}: {len(stored.messages)} messages, "
                    f"{len(stored.cells)} cells")
     _show_tail(stored.messages, display)
-    if stored.bad_lines:
-        display.notice(f"{stored.bad_lines} unreadable journal line(s) skipped (torn by a crash?)", "warning")
+    warning = info.skipped_warning()  # which lines of which file, and why (torn, garbled, impossible)
+    if warning:
+        display.notice(warning, "warning")
     if info.crashed_in_cell is not None:
         display.notice(
             f"the previous run ended while cell {info.crashed_in_cell} was running (os._exit, a crash, or a kill): "

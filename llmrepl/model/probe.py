@@ -3,18 +3,22 @@
 Used when neither an API key nor a base URL is configured. Stdlib only (``http.client``,
 which never consults ``HTTP_PROXY``), all ports probed at once in daemon threads, and the
 whole probe bounded by ``timeout``: a port that accepts and never answers cannot stall
-startup. It never raises; any failure means "not found".
+startup. It never raises; any failure means "not found". What a server says is not trusted:
+a model id becomes the model's name in the journal, on screen and in exports, so only a
+plain one is kept (:func:`is_plain_model_id`); the others are counted in ``rejected``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["LocalServer", "KNOWN_SERVERS", "find_local_server", "probe_server", "server_context_length"]
+__all__ = ["LocalServer", "KNOWN_SERVERS", "find_local_server", "probe_server", "server_context_length",
+           "is_plain_model_id"]
 
 KNOWN_SERVERS: list[tuple[str, int]] = [
     ("Ollama", 11434),
@@ -25,6 +29,16 @@ KNOWN_SERVERS: list[tuple[str, int]] = [
 _MAX_BODY = 4 * 1024 * 1024  # a models list is small; do not read an unbounded answer
 # Keys under which servers report a model's context length in /v1/models.
 _CONTEXT_KEYS = ("max_model_len", "context_length", "max_context_length", "context_window")
+_MAX_CONTEXT = 100_000_000  # tokens: larger is not a window, it is a broken (or hostile) answer
+# "gpt-4.1", "llama3.1:8b", "meta-llama/Llama-3.1-8B-Instruct", "hf.co/x/y-GGUF:Q4_K_M",
+# "/models/7B/model.gguf": ASCII letters, digits and . _ : / @ + = ~ -, not starting with -
+_PLAIN_ID = re.compile(r"[A-Za-z0-9._:/@+=~][A-Za-z0-9._:/@+=~-]{0,199}")
+
+
+def is_plain_model_id(text: object) -> bool:
+    """A model id safe to use as a name anywhere: up to 200 characters of letters, digits and
+    ``. _ : / @ + = ~ -``; no space, no control character, no quote, no escape."""
+    return isinstance(text, str) and _PLAIN_ID.fullmatch(text) is not None
 
 
 @dataclass
@@ -35,12 +49,13 @@ class LocalServer:
     base_url: str  # "http://127.0.0.1:11434/v1"
     models: list[str] = field(default_factory=list)
     context_length: int | None = None  # as reported for models[0] (vLLM: "max_model_len")
+    rejected: int = 0  # ids the server listed that were not plain names (see is_plain_model_id)
 
 
 def _context_length(entry: dict[str, object]) -> int | None:
     for key in _CONTEXT_KEYS:
         value = entry.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= _MAX_CONTEXT:
             return value
     return None
 
@@ -54,10 +69,11 @@ def _parse(name: str, base_url: str, body: bytes) -> LocalServer | None:
         data = []  # Ollama with no models pulled sends "data": null
     if not isinstance(data, list):
         return None
-    entries = [e for e in data if isinstance(e, dict) and isinstance(e.get("id"), str)]
+    listed = [e for e in data if isinstance(e, dict) and "id" in e]
+    entries = [e for e in listed if is_plain_model_id(e["id"])]
     models = [str(e["id"]) for e in entries]
     context = _context_length(entries[0]) if entries else None
-    return LocalServer(name, base_url, models, context)
+    return LocalServer(name, base_url, models, context, rejected=len(listed) - len(entries))
 
 
 def _host_in_url(host: str) -> str:

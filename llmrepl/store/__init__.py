@@ -1,9 +1,10 @@
 """What llmrepl keeps on disk, and how it reads it back.
 
-``journal`` appends every event, fsynced; ``catalogue`` lists and finds stored sessions;
-``transcript`` replays one journal into a ``StoredSession``; ``snapshots`` keeps namespace
-snapshots, pickled by ``pickler``; ``export`` writes Markdown, ``.py`` and ``.ipynb``;
-``fileio`` does private, atomic writes. It may import ``context`` (for llmrepl's note
+``journal`` appends every event, fsynced, one process per journal; ``records`` reads lines
+back bounded and checked; ``catalogue`` lists and finds stored sessions; ``transcript``
+replays one journal into a ``StoredSession``; ``snapshots`` keeps namespace snapshots,
+pickled by ``pickler``; ``export`` writes Markdown, ``.py`` and ``.ipynb``, with outside text
+quoted by ``quoting``; ``fileio`` does private (0700/0600, no symlinks), atomic writes. It may import ``context`` (for llmrepl's note
 prefix), ``execution`` (for what counts as a user variable) and the base; never ``engine``
 or ``terminal``.
 """

@@ -3,7 +3,11 @@
 All three render :class:`llmrepl.store.transcript.StoredSession`, the journal replayed: the
 conversation as it stands (undone exchanges and everything before the last ``/reset`` are
 left out) and the cells behind the namespace. Files are written atomically and 0600, since
-they hold conversation text.
+they hold conversation text; ``/export`` and ``--export`` replace an existing file only when
+forced or answered yes.
+Exports are data, never code: in a ``.py`` the only code is the code of cells that ran, and
+any other text goes in through :mod:`llmrepl.store.quoting`; in a notebook it is JSON
+written by nbformat, and code cells hold only the cells' code.
 """
 
 from __future__ import annotations
@@ -19,12 +23,23 @@ from typing import Any
 
 from llmrepl.errors import LLMReplError
 from llmrepl.extract import PYTHON_TAGS, code_from_tool_call, extract_code
-from llmrepl.store.fileio import atomic_write_text
+from llmrepl.store.fileio import atomic_write_text, read_inside
+from llmrepl.store.quoting import as_comment, as_docstring
 from llmrepl.store.transcript import CellRecord, Entry, StoredSession
 
-__all__ = ["transcript_markdown", "export_py", "export_ipynb", "write_export", "FORMATS"]
+__all__ = ["transcript_markdown", "export_py", "export_ipynb", "write_export", "ExportExists", "FORMATS"]
 
 FORMATS = (".py", ".ipynb", ".md")
+_MAX_FIGURE = 32 << 20  # a figure embedded in a notebook: PNGs llmrepl saved are far smaller
+_PNG = b"\x89PNG\r\n\x1a\n"
+
+
+class ExportExists(LLMReplError):
+    """The export's target exists and replacing it was not asked for: nothing was written."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} exists; nothing was written (add --force to replace it)")
+        self.path = path
 
 
 # -- Markdown ---------------------------------------------------------------------------
@@ -54,13 +69,13 @@ def _figure_target(path: str, base: Path | None) -> str:
 
 def _header_lines(stored: StoredSession) -> list[str]:
     info = stored.info
-    lines = [f"# llmrepl session {info.id}", ""]
+    lines = [f"# llmrepl session {as_comment(info.id)}", ""]
     if stored.model:
-        lines.append(f"- model: {stored.model}")
+        lines.append(f"- model: {as_comment(stored.model)}")
     if info.started:
         lines.append(f"- started: {info.started.strftime('%Y-%m-%d %H:%M')}")
     if stored.cwd:
-        lines.append(f"- folder: {stored.cwd}")
+        lines.append(f"- folder: {as_comment(stored.cwd)}")
     ran = sum(1 for c in stored.cells if c.completed)
     lines.append(f"- cells run: {ran}")
     gone = []
@@ -146,7 +161,9 @@ def transcript_markdown(stored: StoredSession, *, base: Path | None = None) -> s
 
 
 def _commented(code: str) -> list[str]:
-    return [("# " + line).rstrip() for line in code.splitlines()]
+    """Code that is not run, as comments: one per line (``splitlines`` breaks at every line
+    break an editor shows, a superset of Python's), each made safe by ``as_comment``."""
+    return [("# " + as_comment(line)).rstrip() for line in code.splitlines()]
 
 
 def _indent_outside_strings(code: str, prefix: str = "    ") -> str | None:
@@ -159,11 +176,11 @@ def _indent_outside_strings(code: str, prefix: str = "    ") -> str | None:
     for tok in tokens:
         if tok.start[0] < tok.end[0] and tok.type not in (tokenize.NL, tokenize.NEWLINE):
             inside.update(range(tok.start[0] + 1, tok.end[0] + 1))
-    lines = code.splitlines()
+    lines = code.split("\n")  # Python's lines, as tokenize numbers them (not str.splitlines')
     return "\n".join(
         line if (i in inside or not line.strip()) else prefix + line
         for i, line in enumerate(lines, 1)
-    )
+    ).rstrip("\n")
 
 
 def _split_future(code: str) -> tuple[str, list[str]]:
@@ -195,6 +212,7 @@ def _py_cell(cell: CellRecord, futures: list[str]) -> list[str]:
     if cell.undone:
         tags.append("its exchange was undone, its variables kept")
     head = f"# cell {cell.cell}" + (f" ({', '.join(tags)})" if tags else "")
+    failed = as_comment(cell.error_type or "an error")
     if not cell.completed:
         return [head + ": did not finish (the session ended while it ran); left out:", *_commented(cell.code)]
     if cell.error_type == "SyntaxError":
@@ -202,24 +220,25 @@ def _py_cell(cell: CellRecord, futures: list[str]) -> list[str]:
     if cell.interrupted or cell.timed_out:
         why = "was stopped by the time limit" if cell.timed_out else "was interrupted (Ctrl-C)"
         return [head + f": {why} when it ran; left out, since it may not finish:", *_commented(cell.code)]
-    code, names = _split_future(cell.code)
+    # Python reads \r\n and \r as \n everywhere, string literals included: so does the export
+    code, names = _split_future(cell.code.replace("\r\n", "\n").replace("\r", "\n"))
     futures += [n for n in names if n not in futures]
     out = [head]
     if cell.error:
         # It failed part-way in the REPL, which carried on with what it had done: do the same.
         body = _indent_outside_strings(code)
         if body is None or not body.strip():
-            return [head + f": failed with {cell.error_type}; left out:", *_commented(cell.code)]
+            return [head + f": failed with {failed}; left out:", *_commented(cell.code)]
         caught = "SystemExit" if cell.error_type == "SystemExit" else "(Exception, SystemExit)"
         handler = "    pass" if cell.error_type == "SystemExit" else "    __import__('traceback').print_exc()"
-        out += [f"# it failed with {cell.error_type} when it ran; the session carried on, and so does this file",
+        out += [f"# it failed with {failed} when it ran; the session carried on, and so does this file",
                 "try:", body, f"except {caught}:", handler]
     else:
         out.append(code.rstrip("\n"))
     if cell.value is not None:
         first = cell.value.strip().splitlines()[0] if cell.value.strip() else ""
-        more = " …" if "\n" in cell.value.strip() or len(first) > 120 else ""
-        out.append(f"# -> {first[:120]}{more}")
+        more = " …" if len(cell.value.strip().splitlines()) > 1 or len(first) > 120 else ""
+        out.append(f"# -> {as_comment(first[:120])}{more}")
     return out
 
 
@@ -233,17 +252,17 @@ def export_py(stored: StoredSession) -> str:
     session did.
     """
     info = stored.info
-    header = [f"# Cells run in llmrepl session {info.id}"]
+    header = [f"# Cells run in llmrepl session {as_comment(info.id)}",
+              "# Declined cells are left out; edited cells are as you ran them."]
     details = []
     if stored.model:
-        details.append(f"model {stored.model}")
+        details.append(f"model: {stored.model}")
     if info.started:
-        details.append(f"started {info.started.strftime('%Y-%m-%d %H:%M')}")
+        details.append(f"started: {info.started.strftime('%Y-%m-%d %H:%M')}")
     if stored.cwd:
-        details.append(f"ran in {stored.cwd}")
-    if details:
-        header.append("# " + "; ".join(details))
-    header.append("# Declined cells are left out; edited cells are as you ran them.")
+        details.append(f"ran in: {stored.cwd}")
+    if details:  # text from outside (the server's model id, the folder's name): data, never code
+        header.append(as_docstring("\n".join(["The session this came from:", *details])))
     futures: list[str] = []
     body: list[str] = []
     for cell in stored.cells:
@@ -286,7 +305,14 @@ def _prose(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
 
 
-def _outputs(cell: CellRecord) -> list[Any]:
+def _figure_png(path: str, folder: Path) -> bytes | None:
+    """A figure for a notebook only when it is what llmrepl saved: a PNG inside the session's
+    own folder (a journal could name any file: a key, /dev/zero). Else None."""
+    data = read_inside(Path(path), folder, _MAX_FIGURE)
+    return data if data is not None and data.startswith(_PNG) else None
+
+
+def _outputs(cell: CellRecord, folder: Path) -> list[Any]:
     from nbformat.v4 import new_output
 
     outputs: list[Any] = []
@@ -296,10 +322,9 @@ def _outputs(cell: CellRecord) -> list[Any]:
     if cell.stderr:
         outputs.append(new_output("stream", name="stderr", text=cell.stderr))
     for path in cell.figures:
-        try:
-            data = Path(path).read_bytes()
-        except OSError:
-            continue  # gone since; its path is in the printed output
+        data = _figure_png(path, folder)
+        if data is None:
+            continue  # gone since, or not a figure of this session; its path is in the printed output
         outputs.append(new_output(
             "display_data",
             data={"image/png": base64.b64encode(data).decode("ascii"), "text/plain": f"<figure {path}>"},
@@ -327,14 +352,15 @@ def export_ipynb(stored: StoredSession) -> str:
     nb.metadata["language_info"] = {"name": "python"}
     nb.metadata["llmrepl"] = {"session": stored.info.id, "model": stored.model}
     cells: list[Any] = [new_markdown_cell("\n".join(_header_lines(stored)))]
+    folder = stored.info.path.with_suffix("")  # where this session's figures were saved
     for entry in stored.timeline:
-        cells += _notebook_cells(entry, new_code_cell, new_markdown_cell)
+        cells += _notebook_cells(entry, folder, new_code_cell, new_markdown_cell)
     nb.cells = cells
     nbformat.validate(nb)
     return str(nbformat.writes(nb))
 
 
-def _notebook_cells(entry: Entry, new_code_cell: Any, new_markdown_cell: Any) -> list[Any]:
+def _notebook_cells(entry: Entry, folder: Path, new_code_cell: Any, new_markdown_cell: Any) -> list[Any]:
     if entry.kind == "user":
         return [new_markdown_cell(f"**You:** {entry.text}")]
     if entry.kind == "assistant":
@@ -365,7 +391,7 @@ def _notebook_cells(entry: Entry, new_code_cell: Any, new_markdown_cell: Any) ->
     out.append(new_code_cell(
         cell.code,
         execution_count=cell.cell if cell.completed else None,
-        outputs=_outputs(cell) if cell.completed else [],
+        outputs=_outputs(cell, folder) if cell.completed else [],
         metadata=meta,
     ))
     return out
@@ -374,8 +400,11 @@ def _notebook_cells(entry: Entry, new_code_cell: Any, new_markdown_cell: Any) ->
 # -- writing ----------------------------------------------------------------------------
 
 
-def write_export(stored: StoredSession, path: Path) -> str:
-    """Write by suffix (``.md``, ``.py``, ``.ipynb``), atomically and 0600; say what was written."""
+def write_export(stored: StoredSession, path: Path, *, replace: bool = True) -> str:
+    """Write by suffix (``.md``, ``.py``, ``.ipynb``), atomically and 0600; say what was
+    written. A symbolic link at ``path`` is replaced, never written through. With
+    ``replace=False`` (what ``/export`` and ``--export`` pass unless forced or answered yes)
+    an existing ``path`` raises :class:`ExportExists` and nothing is written."""
     path = Path(os.path.expanduser(str(path)))
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
@@ -383,6 +412,8 @@ def write_export(stored: StoredSession, path: Path) -> str:
                            if suffix else f"{str(path)!r} has no suffix: use .py, .ipynb or .md")
     if path.is_dir():
         raise LLMReplError(f"{path} is a folder: give a file name ending in {suffix or '.py, .ipynb or .md'}")
+    if not replace and os.path.lexists(path):
+        raise ExportExists(path)
     ran = [c for c in stored.cells if c.completed]
     if suffix == ".md":
         text = transcript_markdown(stored, base=path.parent)
@@ -393,7 +424,7 @@ def write_export(stored: StoredSession, path: Path) -> str:
     else:
         text = export_ipynb(stored)
         what = _count(len(ran), "cell")
-    _write_private(path, text)
+    _write_private(path, text, replace)
     return f"wrote {what} to {path}"
 
 
@@ -401,8 +432,10 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _write_private(path: Path, text: str) -> None:
+def _write_private(path: Path, text: str, replace: bool) -> None:
     try:
-        atomic_write_text(path, text)
+        atomic_write_text(path, text, replace=replace)
+    except FileExistsError:
+        raise ExportExists(path) from None  # it appeared while the export was being made
     except OSError as e:
         raise LLMReplError(f"cannot write {path}: {e.strerror or e}") from e

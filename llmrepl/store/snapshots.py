@@ -27,7 +27,8 @@ from typing import Any
 
 from llmrepl.errors import LLMReplError
 from llmrepl.execution.namespace import is_user_name
-from llmrepl.store.fileio import fsync_dir, private_temp
+from llmrepl.redact import Redactor, SecretInData
+from llmrepl.store.fileio import fsync_dir, private_dirs, private_temp
 from llmrepl.store.pickler import (
     BlobWriter,
     DiskError,
@@ -46,6 +47,7 @@ _MANIFEST_RE = re.compile(r"(\d{8})-(.+)\.json\Z")
 _CHUNK = 1 << 20
 _MB = 2**20
 _STALE_TEMP_SECONDS = 3600
+_SECRET = "holds the API key, kept off disk"
 
 
 class SnapshotError(LLMReplError):
@@ -105,10 +107,12 @@ class RestoreReport:
 class SnapshotStore:
     """Saves and restores the picklable part of a namespace under string keys."""
 
-    def __init__(self, folder: Path, *, max_bytes: int = 256 * _MB, keep: int = 50) -> None:
+    def __init__(self, folder: Path, *, max_bytes: int = 256 * _MB, keep: int = 50,
+                 redactor: Redactor | None = None) -> None:
         if keep < 1:
             raise ValueError("keep must be at least 1")
         self.folder = Path(folder)
+        self.redactor = redactor or Redactor()  # what holds a secret stays off disk (Session sets it)
         self.max_bytes = max_bytes
         self.keep = keep
         self._blobs = self.folder / "blobs"
@@ -117,8 +121,7 @@ class SnapshotStore:
         self._refs: dict[str, set[str]] = {}  # manifest file name -> digests (a read cache)
         try:
             for d in (self.folder, self._blobs, self._manifests):
-                d.mkdir(mode=0o700, parents=True, exist_ok=True)
-                os.chmod(d, 0o700)
+                private_dirs(d, top=self.folder.parent.parent)  # 0700 whatever the umask; no symlinks
         except OSError as e:
             raise SnapshotError(f"cannot use the snapshot folder {self.folder}: {e.strerror or e}; "
                                 "check its permissions or turn snapshots off") from e
@@ -147,6 +150,9 @@ class SnapshotStore:
         candidates: list[tuple[int, str, Any]] = []
         for name, value in list(namespace.items()):
             if not is_user_name(name, value):
+                continue
+            if self.redactor.holds_secret(name):  # ``globals()[key] = ...``: not even the name
+                info.skipped[self.redactor.redact(name)] = _SECRET
                 continue
             if value is namespace:  # ``g = globals()``
                 entries[name] = {"kind": "namespace"}
@@ -183,13 +189,17 @@ class SnapshotStore:
                         digest, size, new = self._write_blob(value, namespace, left)
                     except DiskError:
                         raise
+                    except SecretInData:
+                        info.skipped[name] = _SECRET
+                        continue
                     except TooLarge:
                         info.skipped[name] = (f"too large: over the {_mb(self.max_bytes)} limit"
                                               if left == self.max_bytes else
                                               f"snapshot size limit: over the {_mb(left)} left")
                         continue
                     except Exception as e:  # pickling ran user code (__reduce__): anything goes
-                        info.skipped[name] = f"not picklable: {type(e).__name__}: {_clip(str(e), 200)}"
+                        why = self.redactor.redact(str(e))
+                        info.skipped[name] = f"not picklable: {type(e).__name__}: {_clip(why, 200)}"
                         continue
                     info.written += size if new else 0
                 used += size
@@ -257,7 +267,7 @@ class SnapshotStore:
                     report.failed[name] = f"could not load: {type(e).__name__}: {_clip(str(e), 200)}"
         known = {e["name"] for e in entries} | set(skipped)
         for name, value in list(namespace.items()):
-            if name not in known and is_user_name(name, value):
+            if name not in known and is_user_name(name, value) and self.redactor.redact(name) not in known:
                 del namespace[name]
                 report.removed.append(name)
         for name, value in values.items():
@@ -287,7 +297,7 @@ class SnapshotStore:
             raise DiskError(e.strerror or str(e)) from e
         try:
             with os.fdopen(fd, "wb") as f:
-                writer = BlobWriter(f, limit)
+                writer = BlobWriter(self.redactor.guard(f), limit)
                 dump(value, namespace, writer)
                 digest = writer.hash.hexdigest()
                 path = self._blobs / f"{digest}.pkl"

@@ -19,7 +19,7 @@ from llmrepl.context.budget import (
 )
 from llmrepl.errors import LLMReplError
 from llmrepl.store.catalogue import SessionInfo, summarize
-from llmrepl.store.journal import read_journal
+from llmrepl.store.records import Skipped, read_records
 
 __all__ = ["CellRecord", "Entry", "StoredSession", "load_session"]
 
@@ -85,6 +85,7 @@ class StoredSession:
     timeline: list[Entry] = field(default_factory=list)
     undone: int = 0                     # exchanges undone (their messages are gone)
     resets: int = 0                     # /reset seen (everything before the last is gone)
+    skipped: list[Skipped] = field(default_factory=list)  # the lines not used, and why
 
 
 # -- replay -----------------------------------------------------------------------------
@@ -290,23 +291,23 @@ def _content_text(content: Any) -> str:
 
 
 def load_session(path: Path) -> StoredSession:
-    """Replay a journal. Raises ``LLMReplError`` when the file cannot be read."""
+    """Replay a journal: every line checked, a bad one skipped (``skipped`` says which and
+    why). Raises ``LLMReplError`` when the file cannot be read."""
     path = Path(path)
     try:
-        records, bad = read_journal(path)
+        records, skipped = read_records(path)
     except OSError as e:
         raise LLMReplError(f"cannot read the session journal {path}: {e.strerror or e}") from e
     replay = _Replay()
     for rec in records:
         replay.feed(rec)
     replay.flush_partial()
-    info = summarize(path, records)
-    info.bad_lines = bad
+    info = summarize(path, [*records, *skipped])
     figures = [f for cell in replay.cells for f in cell.figures]
     return StoredSession(
         info=info,
         records=records,
-        bad_lines=bad,
+        bad_lines=len(skipped),
         messages=replay.messages,
         exchanges=replay.exchanges,
         cells=replay.cells,
@@ -316,4 +317,5 @@ def load_session(path: Path) -> StoredSession:
         timeline=replay.timeline,
         undone=replay.undone,
         resets=replay.resets,
+        skipped=skipped,
     )
