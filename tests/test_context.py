@@ -71,3 +71,21 @@ def test_left_out_note_counts_what_was_really_printed():
 
     left = int(re.search(r"\[\.\.\. ([\d,]+) characters left out", fed).group(1).replace(",", ""))
     assert left > printed - 10_000 and "_out[1]" in fed
+
+
+def test_every_request_leaves_through_the_redactor():
+    from llmrepl.redact import Redactor
+
+    key = "my-very-own-secret-key-0123456789"
+    ctx = Context(redactor=Redactor(key))
+    history = [
+        {"role": "user", "content": f"key {key}"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "run_python", "arguments": f'{{"code": "{key[:20]}"}}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": f"{key[:15]}\n{key[15:]}"},
+    ]
+    sent = ctx.build(history, {"token": key, key: 1})
+    text = str(sent)
+    assert key not in text and key[:12] not in text and key[-12:] not in text
+    assert "[REDACTED]" in sent[0]["content"] and sent[1]["content"] == "key [REDACTED]"
+    assert history[0]["content"] == f"key {key}"  # the conversation itself is not changed

@@ -563,3 +563,29 @@ print(json.dumps(d.NamespaceDigest().render(ns, budget_tokens=1000)))
     text = json.loads(out.stdout)
     assert "- df: pandas.DataFrame 2×1 · columns: a (float64, 1 missing)" in text
     assert "- modules: pd (pandas)" in text
+
+
+# -- secrets: redacted before a value is cut, and in every line ----------------------------
+
+SECRET = "my-very-own-secret-key-0123456789"
+
+
+def test_describe_redacts_before_it_cuts_so_no_piece_of_the_key_is_left():
+    from llmrepl.redact import Redactor
+
+    red = Redactor(SECRET).redact
+    blurb = "x" * 30 + SECRET + "y" * 100  # the 40-character preview would end in 10 characters of it
+    assert describe(blurb, redact=red) == "str, 163 chars: 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx[REDACTED]'…"
+    assert SECRET[:10] not in describe(blurb, redact=red)
+    assert describe(SECRET, redact=red) == "'[REDACTED]'"
+    df = pd.DataFrame({SECRET + "-and-more-words-in-a-long-column-name": [1]})
+    assert describe(df, redact=red) == "pandas.DataFrame 1×1 · columns: [REDACTED]-and-more-words-in-a-long-col… (int64)"
+
+
+def test_digest_render_redacts_names_keys_and_values():
+    from llmrepl.redact import Redactor
+
+    ns = {SECRET: 1, "d": {SECRET[:24]: 1}, "token": SECRET}
+    text = NamespaceDigest().render(ns, budget_tokens=1000, redact=Redactor(SECRET).redact)
+    assert SECRET not in text and SECRET[:12] not in text
+    assert "- [REDACTED]: 1" in text and "- token: '[REDACTED]'" in text and "- d: {'[REDACTED]': 1}" in text  # a piece of it

@@ -404,3 +404,26 @@ def test_base_url_set_after_warm_up_rebuilds_the_client(srv: FakeOpenAI) -> None
     m.base_url = srv.base_url  # as the local-server probe does
     srv.reply("found you")
     assert m.complete(USER).text == "found you"
+
+
+# -- a base URL with credentials ------------------------------------------------------------
+
+
+def test_errors_show_a_base_url_without_its_credentials(srv: FakeOpenAI) -> None:
+    from llmrepl.model.error_map import host_of
+
+    password = "hunter2-url-password-77"
+    url = f"http://alice:{password}@127.0.0.1:{closed_port()}/v1"
+    e = fail_with(OpenAIModel("m", base_url=url, max_retries=0, timeout=5.0))
+    assert e.kind == "connection" and password not in str(e) and "http://[REDACTED]@127.0.0.1" in str(e)
+    assert host_of(url) == f"127.0.0.1:{url.rsplit(':', 1)[1].split('/')[0]}"
+    srv.require_key = SECRET
+    e = fail_with(OpenAIModel("m", base_url=srv.base_url.replace("//", f"//alice:{password}@"),
+                              api_key=SECRET, max_retries=0, timeout=5.0))
+    assert e.kind == "auth" and password not in str(e) and "alice" not in str(e)
+    assert password not in repr(OpenAIModel("m", base_url=url))
+
+
+def test_a_piece_of_the_key_in_a_server_message_is_redacted() -> None:
+    e = to_model_error(RuntimeError(f"key ending {SECRET[6:]} revoked"), base_url=None, model="m", api_key=SECRET)
+    assert SECRET[6:] not in str(e) and "[REDACTED]" in str(e)

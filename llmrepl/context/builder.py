@@ -4,6 +4,8 @@
 namespace digest), fits the history into the model's window with ``budget.fit_messages``,
 and merges adjacent user messages. The work per request does not grow with the length of
 the session: the fitter walks back from the newest message and per-message counts are cached.
+Every request leaves through the session's ``Redactor`` (``_redacted``), the one gate on the
+way to the model: the digest, the history and tool-call arguments alike.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from llmrepl.context.prompts import system_rules
 from llmrepl.context.tokens import ApproxCounter, TokenCounter
 from llmrepl.errors import ModelError
 from llmrepl.model.pricing import estimate_cost
+from llmrepl.redact import Redactor
 
 __all__ = ["Context"]
 
@@ -34,8 +37,10 @@ class Context:
         reserve: int = 1024,
         digest_tokens: int = 1000,
         max_output_chars: int = 8000,
+        redactor: Redactor | None = None,
     ) -> None:
         self.counter: TokenCounter = counter or ApproxCounter()
+        self.redactor = redactor or Redactor()    # the Session puts its own here
         self.context_window = context_window
         self.reserve = reserve                    # kept free for the answer (max_output_tokens)
         self.digest_tokens = digest_tokens
@@ -77,7 +82,8 @@ class Context:
         added = [p for p in sys.path if p not in self._sys_path]
         if added:
             extra.append("sys.path gained: " + ", ".join(added[:5]))
-        digest = self.digest.render(namespace, budget_tokens=self.digest_tokens, extra=extra)
+        digest = self.digest.render(namespace, budget_tokens=self.digest_tokens, extra=extra,
+                                    redact=self.redactor.redact)
         self.last_digest_tokens = self._count(digest)
         rules = system_rules(max_output_chars=self.max_output_chars)
         return f"{rules}\n\nThe namespace now holds:\n{digest}"
@@ -97,7 +103,7 @@ class Context:
                 "Shorten the message, /reset, or set model.context_window if the model allows more.",
                 kind="too_long",
             )
-        return _merge_user_runs(fit.messages)
+        return [_redacted(m, self.redactor) for m in _merge_user_runs(fit.messages)]
 
     def report(self, history: list[dict[str, Any]], namespace: Mapping[str, Any], *, model: str,
                usage: Mapping[str, int], input_price: float | None = None, output_price: float | None = None) -> str:
@@ -175,6 +181,26 @@ def _merge_user_runs(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             merged.append(msg)
     return merged
+
+
+def _redacted(message: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
+    """``message`` as it may leave the machine: its text and tool-call arguments redacted."""
+    content, calls = message.get("content"), message.get("tool_calls")
+    if isinstance(content, str):
+        clean = redactor.redact(content)
+        if clean != content:
+            message = {**message, "content": clean}
+    if calls:
+        fixed = []
+        for call in calls:
+            function = call.get("function") or {}
+            args = function.get("arguments")
+            scrubbed = redactor.redact(args) if isinstance(args, str) else args
+            if scrubbed != args:
+                call = {**call, "function": {**function, "arguments": scrubbed}}
+            fixed.append(call)
+        message = {**message, "tool_calls": fixed}
+    return message
 
 
 def _cwd() -> str:

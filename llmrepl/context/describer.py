@@ -5,7 +5,9 @@ budget). It reads types and sizes without running user code: no ``__len__``,
 ``__getattr__`` or properties of unknown classes (type facts come through the C
 descriptors, via ``execution.namespace``). The only user code it may call is ``repr``,
 capped in length and in time. pandas and numpy are never imported: their objects are
-described only when the module is already in ``sys.modules``.
+described only when the module is already in ``sys.modules``. Where a value is cut short
+(a repr, a long string, a column name), the session's redactor runs first, so the cut never
+leaves a piece of the API key behind.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 import sys
 import time
 import types
+from collections.abc import Callable
 from typing import Any
 
 from llmrepl.execution.namespace import (
@@ -39,6 +42,8 @@ _MISSING_CELLS = 5_000_000  # above this, missing values are not counted
 _TINY_ARRAY = 8  # arrays with at most this many elements show their values
 _LONG_INT_BITS = 256
 _SIGNATURE_CHARS = 160
+_PREVIEW_CHARS = 40  # shown of a long string
+_REDACT_REACH = 200  # redacted of a long string before its preview is cut from it
 _REPR_TOTAL_SECONDS = 0.5  # all guarded reprs of one render together; then types only
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 CONTAINERS: tuple[Any, ...] = (list, tuple, dict, set, frozenset, collections.deque)
@@ -121,9 +126,15 @@ def _plain(value: Any, limit: int) -> str | None:
     return text if len(text) <= limit else None
 
 
-def _label(value: Any, limit: int = 40) -> str:
-    """A column / key / name label: strings as they are, other plain values by repr, else the type."""
+def _same(text: str) -> str:
+    return text
+
+
+def _label(value: Any, limit: int = 40, redact: Callable[[str], str] = _same) -> str:
+    """A column / key / name label: strings as they are (redacted, then cut), other plain
+    values by repr, else the type."""
     if type(value) is str:
+        value = redact(str.__getitem__(value, slice(0, limit + _REDACT_REACH)))
         return value if len(value) <= limit else value[: limit - 1] + "…"
     text = _plain(value, limit)
     return text if text is not None else f"<{_type_label(type(value))}>"
@@ -158,10 +169,11 @@ class _Shown:
 class Describer:
     """One value -> one line. Holds the caps, and the repr time spent so far in one render."""
 
-    def __init__(self, max_repr_chars: int, time_limit: float) -> None:
+    def __init__(self, max_repr_chars: int, time_limit: float, redact: Callable[[str], str] | None = None) -> None:
         self.max_chars = max(max_repr_chars, 8)
         self.time_limit = time_limit
         self.repr_seconds = 0.0
+        self.redact = redact or _same  # applied before any cut (the digest redacts whole lines too)
 
     # -- the guarded repr ---------------------------------------------------------------
 
@@ -182,8 +194,8 @@ class Describer:
         if text is None:
             return "<repr too slow>"
         # str.__getitem__ returns an exact str even for a str subclass: no user methods from here on.
-        text = str.__getitem__(text, slice(0, self.max_chars * 4))
-        return _cut(" ".join(_ADDRESS.sub("", text).split()), self.max_chars)
+        text = self.redact(str.__getitem__(text, slice(0, self.max_chars * 4)))  # before the line
+        return _cut(" ".join(_ADDRESS.sub("", text).split()), self.max_chars)  # breaks go, before the cut
 
     # -- one value ----------------------------------------------------------------------
 
@@ -199,7 +211,8 @@ class Describer:
         if plain is not None:
             return plain
         if t is str:
-            return f"str, {len(value):,} chars: {repr(value[:40])}…"
+            head = self.redact(value[: _PREVIEW_CHARS + _REDACT_REACH])[:_PREVIEW_CHARS]
+            return f"str, {len(value):,} chars: {head!r}…"
         if t is int:
             return f"int, about {int(int.bit_length(value) * 0.30103) + 1:,} digits"
         if t is bytes or t is bytearray:
@@ -352,7 +365,7 @@ class Describer:
     def _array(self, value: Any, t: type) -> str:
         line = f"{_type_label(t)} {self._shape(tuple(value.shape))} {value.dtype}"
         if value.size <= _TINY_ARRAY and value.dtype.kind in "biufcmMUS":
-            text = _cut(repr(value.tolist()), self.max_chars)
+            text = _cut(self.redact(repr(value.tolist())), self.max_chars)
             line += f" = {text}"
         return line
 
@@ -361,7 +374,7 @@ class Describer:
             text = _plain(value.item(), self.max_chars)
             if text is not None:
                 return f"{_type_label(t)} = {text}"
-        return f"{_type_label(t)} = {_cut(str(value), self.max_chars)}"
+        return f"{_type_label(t)} = {_cut(self.redact(str(value)), self.max_chars)}"
 
     def _frame(self, value: Any, t: type) -> str:
         rows, ncols = (int(d) for d in value.shape)
@@ -370,7 +383,7 @@ class Describer:
             return line + " (no columns)"
         shown = min(ncols, _MAX_COLUMNS)
         head = value.iloc[:, :shown]
-        labels = [_label(c) for c in value.columns[:shown].tolist()]
+        labels = [_label(c, redact=self.redact) for c in value.columns[:shown].tolist()]
         dtypes = [str(d) for d in head.dtypes.tolist()]
         counted = rows * shown <= _MISSING_CELLS
         missing = [int(m) for m in head.isna().sum().tolist()] if counted else [0] * shown
@@ -387,8 +400,8 @@ class Describer:
     def _index_label(self, index: Any) -> str:
         names = [n for n in index.names if n is not None]
         if len(index.names) > 1:
-            return f"{type_name(type(index))} ({', '.join(_label(n, 30) for n in index.names)})"
-        label = _label(names[0], 30) if names else type_name(type(index))
+            return f"{type_name(type(index))} ({', '.join(_label(n, 30, self.redact) for n in index.names)})"
+        label = _label(names[0], 30, self.redact) if names else type_name(type(index))
         return f"{label} ({index.dtype})"
 
     def _series(self, value: Any, t: type) -> str:

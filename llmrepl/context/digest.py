@@ -41,9 +41,14 @@ def fingerprint(value: Any) -> tuple[Any, ...]:
     return key
 
 
-def describe(value: Any, *, max_repr_chars: int = 80) -> str:
-    """One value on one line: type, size, and a short value where that is safe to read."""
-    return Describer(max_repr_chars, 0.05).describe(value)
+def describe(value: Any, *, max_repr_chars: int = 80, redact: Callable[[str], str] | None = None) -> str:
+    """One value on one line: type, size, and a short value where that is safe to read.
+
+    ``redact`` (the session's redactor) is applied to the whole line, and to each value
+    before it is cut short, so no piece of a secret survives the cut."""
+    if redact is None:
+        return Describer(max_repr_chars, 0.05).describe(value)
+    return redact(Describer(max_repr_chars, 0.05, redact).describe(value))
 
 
 class NamespaceDigest:
@@ -88,15 +93,20 @@ class NamespaceDigest:
         ranked = sorted(enumerate(names), key=lambda p: (self._changed_at.get(p[1], unseen), p[0]), reverse=True)
         return [n for _, n in ranked]
 
-    def render(self, namespace: Mapping[str, Any], *, budget_tokens: int, extra: Sequence[str] = ()) -> str:
-        """The digest text: a header, ``extra`` lines, modules on one line, then one line per name."""
+    def render(self, namespace: Mapping[str, Any], *, budget_tokens: int, extra: Sequence[str] = (),
+               redact: Callable[[str], str] | None = None) -> str:
+        """The digest text: a header, ``extra`` lines, modules on one line, then one line per name.
+
+        ``redact`` is applied to every line (names, dict keys and column names included) before
+        it is counted, and to values before they are cut short."""
         names = self.order(namespace)
         extras = [e if e.startswith("- ") else f"- {e}" for e in extra]
         if not names:
             header = "(nothing yet)"
         else:
             header = f"{len(names):,} name{'' if len(names) == 1 else 's'}, newest or changed first:"
-        describer = Describer(self.max_repr_chars, self.repr_time_limit)
+        describer = Describer(self.max_repr_chars, self.repr_time_limit, redact)
+        scrub: Callable[[str], str] = redact or (lambda text: text)
         modules = [n for n in names if issubclass(type(namespace[n]), types.ModuleType)]
         module_set = set(modules)
         others = [n for n in names if n not in module_set]
@@ -115,7 +125,8 @@ class NamespaceDigest:
 
         lines, covered = [header], [0]
         used = self._count(header + "\n")
-        for line, n in candidates():
+        for raw, n in candidates():
+            line = scrub(raw)
             cost = self._count(line + "\n")
             if used + cost > budget_tokens:
                 break

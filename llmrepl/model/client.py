@@ -26,6 +26,7 @@ from llmrepl.model.error_map import (
     host_of,
     to_model_error,
 )
+from llmrepl.redact import safe_url
 
 __all__ = [
     "ToolCall",
@@ -277,7 +278,7 @@ class OpenAIModel:
             return sorted(str(m.id) for m in client.models.list())
         except Exception as e:
             if getattr(e, "status_code", None) == 404:
-                url = self.base_url or "https://api.openai.com/v1"
+                url = safe_url(self.base_url or "https://api.openai.com/v1")
                 raise ModelError(
                     f"{url}/models was not found: the server may not list its models, or the "
                     "base URL is wrong (it usually ends in /v1).", kind="not_found", status=404,

@@ -1,8 +1,10 @@
 """Turn whatever the openai SDK (or the endpoint behind it) throws into one-line ``ModelError``s.
 
 Never imports openai itself: an openai exception can only exist once the SDK is loaded, so
-the classes are looked up in ``sys.modules``. Every message is redacted (API keys, bearer
-tokens), stripped of terminal control characters and kept to one line.
+the classes are looked up in ``sys.modules``. Every message goes through the one redactor
+(``llmrepl.redact``: the API key, the base URL's credentials, key-shaped strings), is
+stripped of terminal control characters and kept to one line; URLs are shown without their
+``user:password@`` part.
 """
 
 from __future__ import annotations
@@ -11,26 +13,21 @@ import errno
 import json
 import re
 import sys
-from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 from llmrepl.errors import ModelError
+from llmrepl.redact import Redactor, safe_url
 
 __all__ = [
     "DeadlineExceeded",
     "UnexpectedResponse",
     "to_model_error",
-    "redact",
     "host_of",
 ]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 KEY_HINT = "set OPENAI_API_KEY (or the variable named by model.api_key_env)"
-_SECRET_PATTERNS = [
-    re.compile(r"sk-[A-Za-z0-9_\-]{16,}"),
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]{8,}"),
-]
 _TERM_CTRL = re.compile(
     r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])|[\x00-\x1f\x7f\x9b]"
 )
@@ -48,20 +45,15 @@ class UnexpectedResponse(Exception):
     """The endpoint answered 200 with something that is not a chat completion."""
 
 
-def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Hide exact secret values, then anything shaped like ``sk-...`` or ``Bearer ...``."""
-    for s in secrets:
-        if s and len(s) >= 6:
-            text = text.replace(s, s[:3] + "…[REDACTED]")
-    for p in _SECRET_PATTERNS:
-        text = p.sub(lambda m: (m.group(1) if m.groups() else m.group(0)[:3]) + "…[REDACTED]", text)
-    return text
-
-
 def host_of(base_url: str | None) -> str:
-    """``http://127.0.0.1:8000/v1`` -> ``127.0.0.1:8000`` (the name people recognise)."""
+    """``http://127.0.0.1:8000/v1`` -> ``127.0.0.1:8000`` (the name people recognise); any
+    ``user:password@`` is left out."""
     url = base_url or DEFAULT_BASE_URL
-    return urlsplit(url).netloc or url
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return safe_url(url)
+    return netloc.rpartition("@")[2] or safe_url(url)
 
 
 def _one_line(text: str, limit: int = 240) -> str:
@@ -144,8 +136,12 @@ def to_model_error(
     """
     if isinstance(exc, ModelError):
         return exc
-    url = base_url or DEFAULT_BASE_URL
+    url = safe_url(base_url or DEFAULT_BASE_URL)
     host = host_of(url)
+    red = Redactor.for_model(api_key, base_url).redact
+
+    def clean(text: str, limit: int) -> str:  # redacted before it is cut, so no piece is left
+        return _one_line(red(text), limit)
     kept = " The partial answer is kept." if partial else ""
     resend = "send the message again (press Enter on it) to retry"
     tries = f" after {max_retries + 1} attempts" if max_retries else ""
@@ -153,7 +149,7 @@ def to_model_error(
     kind, retryable, status = "bad_response", False, None
 
     def done(message: str) -> ModelError:
-        return ModelError(_one_line(redact(message, [api_key]), 400), kind=kind,
+        return ModelError(clean(message, 400), kind=kind,
                           retryable=retryable, status=status, partial=partial)
 
     if isinstance(exc, DeadlineExceeded):
@@ -162,7 +158,7 @@ def to_model_error(
                     f"(5 × model.timeout) and was stopped.{kept} Raise model.timeout in config.toml "
                     f"or {resend}.")
     if isinstance(exc, UnexpectedResponse):
-        return done(f"{host} did not answer like an OpenAI-compatible API ({_one_line(str(exc), 160)}). "
+        return done(f"{host} did not answer like an OpenAI-compatible API ({clean(str(exc), 160)}). "
                     f"Check the base URL {url} (it usually ends in /v1).{kept}")
     if isinstance(exc, UnicodeDecodeError):
         retryable = in_stream
@@ -178,8 +174,8 @@ def to_model_error(
     if openai is None or not isinstance(exc, openai.OpenAIError):
         if isinstance(exc, OSError):
             kind, retryable = "connection", True
-            return done(f"cannot reach {url}: {_one_line(str(exc), 120)}.{kept}")
-        return done(f"unexpected response from {host}: {type(exc).__name__}: {_one_line(str(exc), 160)}."
+            return done(f"cannot reach {url}: {clean(str(exc), 120)}.{kept}")
+        return done(f"unexpected response from {host}: {type(exc).__name__}: {clean(str(exc), 160)}."
                     f"{kept}")
 
     if isinstance(exc, openai.APITimeoutError):
@@ -196,7 +192,7 @@ def to_model_error(
             return done(f"the connection to {host} was lost mid-answer.{kept} You can {resend}.")
         return done(f"cannot reach {url}: {_connect_reason(exc, host)}")
 
-    detail = _one_line(redact(_detail(exc), [api_key]), 200)
+    detail = clean(_detail(exc), 200)
     code = getattr(exc, "code", None)
     if isinstance(exc, openai.APIStatusError):
         status = int(exc.status_code)
