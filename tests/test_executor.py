@@ -242,7 +242,7 @@ def test_replaced_and_closed_streams_are_restored(ex):
     hook, dhook = sys.excepthook, sys.displayhook
     code = (
         "import sys, os\n"
-        "sys.stdout.close(); sys.stdout = open(os.devnull, 'w')\n"
+        "sys.stdout.close(); sys.stdout = devnull = open(os.devnull, 'w')\n"
         "sys.stderr.close(); sys.stderr = None\n"
         "sys.stdin = None; sys.excepthook = None; sys.displayhook = None\n"
         "sys.setrecursionlimit(60)"
@@ -255,6 +255,7 @@ def test_replaced_and_closed_streams_are_restored(ex):
         assert f"{what} was replaced; restored" in r.repairs
     assert any(x.startswith("recursion limit was 60") for x in r.repairs)
     assert ex.run("print('back')").stdout == "back\n"
+    ex.namespace["devnull"].close()  # the cell's own file: llmrepl restores sys.stdout, never closes it
 
 
 def test_sigint_handler_restored(ex):
@@ -758,3 +759,162 @@ def test_bounded_repr_stops_a_repr_that_swallows_the_first_timeout():
     assert time.monotonic() - start < 5
     assert bounded_repr([1], 0.05) == "[1]"
     assert signal.getsignal(signal.SIGALRM) is before
+
+
+# -- issue 11: what a cell leaves behind in the process: timers, signals, fds, forks ------
+
+
+@pytest.fixture
+def no_outer_timer():
+    """pytest-timeout's own alarm paused meanwhile: a timer running before a cell is not the
+    cell's, and is left alone (see test_timer_running_before_the_cell_is_left_alone)."""
+    saved = signal.setitimer(signal.ITIMER_REAL, 0)
+    yield
+    if saved[0] > 0:
+        signal.setitimer(signal.ITIMER_REAL, *saved)
+
+
+def test_alarm_left_armed_is_disarmed_and_reported(ex, no_outer_timer):
+    r = ex.run("import signal\nsignal.alarm(5)")
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert any("alarm" in x and "disarmed" in x for x in r.repairs), r.repairs
+
+
+def test_other_timers_left_armed_are_disarmed(ex):
+    r = ex.run("import signal\nsignal.setitimer(signal.ITIMER_VIRTUAL, 50)\nsignal.setitimer(signal.ITIMER_PROF, 50)")
+    assert signal.getitimer(signal.ITIMER_VIRTUAL)[0] == 0 and signal.getitimer(signal.ITIMER_PROF)[0] == 0
+    assert sum("disarmed" in x for x in r.repairs) == 2, r.repairs
+
+
+def test_timer_running_before_the_cell_is_left_alone(ex, no_outer_timer):
+    signal.setitimer(signal.ITIMER_REAL, 100)
+    try:
+        r = ex.run("x = 1")
+        assert r.repairs == [] and signal.getitimer(signal.ITIMER_REAL)[0] > 50
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def test_handlers_of_signals_that_end_the_process_are_put_back(ex):
+    before = {s: signal.getsignal(s) for s in (signal.SIGALRM, signal.SIGPIPE)}
+    r = ex.run("import signal\nsignal.signal(signal.SIGPIPE, signal.SIG_DFL)\n"
+               "signal.signal(signal.SIGALRM, lambda *a: None)")
+    assert {s: signal.getsignal(s) for s in before} == before
+    for name in ("SIGPIPE", "SIGALRM"):
+        assert f"{name} handler was changed; restored" in r.repairs
+
+
+def test_a_profiler_timer_with_its_handler_is_left_alone(ex):
+    """ITIMER_PROF with a SIGPROF handler is a sampling profiler's: harmless, and kept."""
+    old = signal.getsignal(signal.SIGPROF)
+    try:
+        r = ex.run("import signal\nticks = []\nsignal.signal(signal.SIGPROF, lambda *a: ticks.append(1))\n"
+                   "signal.setitimer(signal.ITIMER_PROF, 50, 50)")
+        assert r.repairs == [] and signal.getitimer(signal.ITIMER_PROF)[0] > 0
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, old)
+
+
+def test_cell_timeout_still_works_after_a_cell_changed_sigalrm(ex, no_outer_timer):
+    ex.run("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nsignal.alarm(30)")
+    r = ex.run("while True:\n    pass", timeout=0.3)
+    assert r.timed_out and r.error_type == "CellTimeout"
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def _run_script(script: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """A fresh interpreter for what must not happen in pytest's own process (fork, fds 0/1/2)."""
+    return subprocess.run([sys.executable, "-c", script], input=stdin, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_forked_child_ends_with_its_cell_with_its_status():
+    script = (
+        "import os\nfrom llmrepl.execution.executor import Executor\n"
+        "class Sink:\n    def write(self, stream, text):\n        os.write(1, f'{stream}: {text}'.encode())\n"
+        "ex = Executor(sink=Sink(), input_func=lambda prompt: 'typed')\n"
+        "code = '''import os\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    try:\n        input('child? ')\n"
+        "    except Exception as e:\n        print('child-input', type(e).__name__, flush=True)\n"
+        "    raise KeyError('child-error')\n"
+        "status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])'''\n"
+        "r = ex.run(code)\n"
+        "print('returned', r.error_type, ex.namespace.get('status'), flush=True)\n"
+    )
+    p = _run_script(script)
+    assert p.stdout.count("returned") == 1, p.stdout + p.stderr  # the child never got back here
+    assert "returned None 1" in p.stdout
+    # refused in the child (only llmrepl itself reads the terminal); print writes in pieces
+    assert "child-input" in p.stdout and "stdout: InputNotAllowed" in p.stdout
+    assert "forked by the cell] Traceback" in p.stdout and "KeyError: 'child-error'" in p.stdout
+
+
+def test_forked_child_system_exit_code_is_its_status():
+    script = (
+        "import os\nfrom llmrepl.execution.executor import Executor\nex = Executor()\n"
+        "r = ex.run('import os, sys\\npid = os.fork()\\nif pid == 0:\\n    sys.exit(9)\\n"
+        "status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])')\n"
+        "print('returned', ex.namespace['status'])\n"
+    )
+    p = _run_script(script)
+    assert p.stdout.splitlines() == ["returned 9"], p.stdout + p.stderr
+
+
+def test_terminal_fds_and_std_objects_are_put_back():
+    script = (
+        "import os, sys\nfrom llmrepl.execution.executor import Executor\n"
+        "from llmrepl.execution.guards import TerminalStreams\n"
+        "t = TerminalStreams(batch_input=True)\nex = Executor(terminal=t)\n"
+        "r = ex.run('import os, sys\\nos.set_blocking(1, False)\\nos.dup2(os.open(os.devnull, os.O_WRONLY), 1)\\nos.close(2)\\n"
+        "sys.__stdout__.close()\\nsys.__stderr__ = None\\nread = os.read(0, 100)')\n"
+        "t.stdout.write(repr(r.repairs) + '\\n')\n"
+        "t.stdout.write(f'read {ex.namespace[\"read\"]!r} {os.get_blocking(1)} {sys.__stdout__.closed}\\n')\n"
+        "r = ex.run(f'import os\\nos.close({t.stdout.fileno()})\\nos.close({t.stderr.fileno()})')\n"
+        "t.stdout.write(repr(r.repairs) + '\\n')\n"
+        "t.stdout.write('lines ' + ' '.join(line.strip() for line in t.lines()) + '\\n')\n"
+        "os.write(1, b'fd1 is back\\n')\n"
+    )
+    p = _run_script(script, stdin="first\nsecond\n")
+    out = p.stdout
+    for repair in ("fd 1 (stdout) was redirected; restored", "fd 2 (stderr) was closed; restored",
+                   "sys.__stdout__ was closed; reopened", "sys.__stderr__ was replaced; restored",
+                   "stdout was left non-blocking; made blocking again",
+                   "llmrepl's own copy of stdout was closed; restored"):
+        assert repair in out, out + p.stderr
+    assert "read b'' True False" in out  # batch: a cell reads /dev/null, never llmrepl's input
+    assert "lines first second" in out and "fd1 is back" in out
+
+
+def test_terminal_reopened_when_a_cell_closes_every_fd(tmp_path):
+    """A cell closes fds 0-2 and llmrepl's copies (all refer to one terminal): llmrepl opens
+    its terminal again by name and puts fds 0/1/2 back."""
+    report = tmp_path / "report.txt"
+    script = (
+        "import os, pty\nmaster, slave = pty.openpty()\nos.dup2(master, 4000)\n"
+        "for fd in (0, 1, 2):\n    os.dup2(slave, fd)\nos.close(master)\nos.close(slave)\n"
+        "from llmrepl.execution.executor import Executor\nfrom llmrepl.execution.guards import TerminalStreams\n"
+        "t = TerminalStreams()\nex = Executor(terminal=t)\n"
+        "r = ex.run('import os\\nos.closerange(0, 3999)')\n"
+        f"with open({str(report)!r}, 'w') as f:\n"
+        "    f.write(repr(r.repairs) + '\\n')\n"
+        "    f.write(f'{os.isatty(0)} {os.isatty(1)} {os.isatty(t.stdout.fileno())}\\n')\n"
+    )
+    p = _run_script(script)
+    text = report.read_text()
+    assert "llmrepl's own copy of stdin was closed; reopened the terminal" in text, text + p.stderr
+    assert "llmrepl's own copy of stdout was closed; restored" in text  # from the one reopened
+    assert "fd 1 (stdout) was closed; restored" in text
+    assert text.splitlines()[-1] == "True True True"
+
+
+def test_figure_folders_made_private_after_the_state_folder_was_deleted(tmp_path):
+    """A cell deleted the state folder, then plots: every folder made again is 0700."""
+    from llmrepl.execution.capture import FigureLog
+
+    folder = tmp_path / "state" / "sessions" / "s1"
+    FigureLog(folder).next_path()
+    for path in (tmp_path / "state", folder.parent, folder):
+        assert path.stat().st_mode & 0o777 == 0o700, path

@@ -401,7 +401,7 @@ class FigureLog:
     def next_path(self) -> str:
         """A fresh ``figure-NNN.png`` path (creating the folder 0700); never overwrites a file."""
         directory = self.directory
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        _private_dirs(directory)
         while True:
             path = os.path.join(directory, f"figure-{self._next:03d}.png")
             self._next += 1
@@ -414,6 +414,20 @@ class FigureLog:
         figure.savefig(path, format="png")
         self.saved.append(path)
         return path
+
+
+def _private_dirs(directory: str) -> None:
+    """``directory`` and every missing folder above it, 0700: a cell may have deleted the whole
+    state folder (os.makedirs would make the folders above with the umask's mode)."""
+    if os.path.isdir(directory):
+        return
+    parent = os.path.dirname(directory)
+    if parent and parent != directory:
+        _private_dirs(parent)
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
 
 
 _active_figure_log: FigureLog | None = None

@@ -4,7 +4,8 @@ Cells run in-process on the calling thread, compiled from their AST so that a tr
 expression is evaluated for its value. ``run()`` never raises: exceptions, ``SystemExit``,
 Ctrl-C and timeouts are stored on the :class:`ExecResult`. Global state a cell may break
 is restored after every cell: builtins, std streams, hooks and the recursion limit by
-``interpreter_state``, signal handlers here. See the project's research notes,
+``interpreter_state``, signal handlers here, timers and the terminal's fds by ``guards``; a
+process the cell forked ends with the cell (``process``). See the project's research notes,
 ../shared/research/reliability.md §2.
 """
 
@@ -40,8 +41,10 @@ from llmrepl.execution.capture import (
     format_exception,
     safe_str,
 )
+from llmrepl.execution.guards import SignalGuard, TerminalStreams
 from llmrepl.execution.interpreter_state import InterpreterState
 from llmrepl.execution.namespace import Quitter, bounded_repr, is_user_name
+from llmrepl.execution.process import FORKED_INPUT, end_forked_child
 
 __all__ = ["CellTimeout", "ExecResult", "Executor", "OutputSink"]
 
@@ -55,7 +58,7 @@ _OWN_FILES = (__file__, _namespace_mod.__file__)
 _BaseException, _len, _type = BaseException, len, type
 _exec, _eval, _repr = exec, eval, repr
 _perf_counter = time.perf_counter
-_get_ident = threading.get_ident
+_get_ident, _getpid = threading.get_ident, os.getpid
 _MAIN_IDENT = threading.main_thread().ident
 # The C functions: the ``signal`` module's wrappers cost ~5 µs a call converting enums.
 _setsignal, _getsignal, _setitimer = _signal.signal, _signal.getsignal, _signal.setitimer
@@ -115,6 +118,7 @@ class Executor:
         timeout: float = 0,
         figure_dir: str | os.PathLike[str] | None = None,
         max_capture_chars: int = 200_000,
+        terminal: TerminalStreams | None = None,
     ) -> None:
         self._router = CaptureRouter(sink)
         self._stdout = CaptureStream(self._router, "stdout")
@@ -124,7 +128,9 @@ class Executor:
         self.input_func = input_func
         self.timeout = timeout
         self.max_capture_chars = max_capture_chars
+        self.terminal = terminal  # llmrepl's own fds 0/1/2: put back after every cell
         self.cell_count = 0
+        self._cell_pid = _getpid()
         self._figures = FigureLog(figure_dir)
         self._figure_dir = figure_dir
         self._exit, self._quit = Quitter("exit"), Quitter("quit")
@@ -180,6 +186,7 @@ class Executor:
     def run(self, source: str, *, timeout: float | None = None) -> ExecResult:
         """Compile and run one cell. Never raises; everything is on the returned record."""
         start = _perf_counter()
+        self._cell_pid = pid = _getpid()
         self.cell_count += 1
         n = self.cell_count
         result = ExecResult(n, source)
@@ -199,6 +206,8 @@ class Executor:
                 self._check_matplotlib()
             limit = self.timeout if timeout is None else timeout
             self._execute(body, expr, result, limit or 0)
+            if _getpid() != pid:  # the cell forked, and this is the child: it ends here
+                end_forked_child(result, self._router, self.terminal)
             if self._mpl_env_prev is not _MISSING and "matplotlib" in sys.modules:
                 self._restore_mpl_env()
         result.duration = _perf_counter() - start
@@ -243,6 +252,7 @@ class Executor:
         exc: BaseException | None = None
         old_handlers: tuple[Any, Any] = (None, None)
         state = InterpreterState(self._streams, self._input_bound, self._getpass_bound)
+        signals = SignalGuard(own_alarm=timed) if main else None
         try:
             if main:
                 old_handlers = self._install_handlers(limit)
@@ -272,8 +282,12 @@ class Executor:
                 _setitimer(_ITIMER_REAL, 0)
             state.restore(repairs)
             router.capture = None
-            if main:
+            if signals is not None:
                 self._restore_handlers(*old_handlers, timed, repairs)
+                signals.restore(repairs)
+            if self.terminal is not None:
+                self.terminal.repair(repairs)
+            if main:
                 _sigint_quiet = False
         if cap.written:
             result.stdout, result.stderr, result.output = cap.values()
@@ -372,14 +386,24 @@ class Executor:
         if cap is not None:
             cap.write("stdout", text, echo=echo)
 
+    def _asker(self) -> Callable[[str], str]:
+        """Who answers input() now: ``input_func``; nobody in a process the cell forked."""
+        if _getpid() != self._cell_pid:
+            raise InputNotAllowed(FORKED_INPUT)
+        func = self.input_func
+        if func is None:
+            raise InputNotAllowed(INPUT_NOT_ALLOWED)
+        return func
+
     def _input(self, prompt: object = "") -> str:
         """``input()`` during a cell: asks ``input_func``, or refuses when nobody can answer."""
         text = safe_str(prompt)
-        func = self.input_func
-        if func is None:
+        try:
+            func = self._asker()
+        except InputNotAllowed:
             if text:
                 self._record_input(text, echo=True)
-            raise InputNotAllowed(INPUT_NOT_ALLOWED)
+            raise
         answer = func(text)  # EOFError propagates into the cell, as with a real input()
         # The front end showed the prompt and the typing; the transcript still needs both.
         self._record_input(f"{text}{answer}\n", echo=False)
@@ -387,17 +411,12 @@ class Executor:
 
     def _getpass(self, prompt: str = "Password: ", stream: object = None) -> str:
         """``getpass.getpass()`` during a cell: like input(), but the answer is never recorded."""
-        func = self.input_func
-        if func is None:
-            raise InputNotAllowed(INPUT_NOT_ALLOWED)
-        answer = func(prompt)
+        answer = self._asker()(prompt)
         self._record_input(f"{prompt}\n", echo=False)
         return answer
 
     def _stdin_readline(self) -> str:
-        func = self.input_func
-        if func is None:
-            raise InputNotAllowed(INPUT_NOT_ALLOWED)
+        func = self._asker()
         try:
             line = func("")
         except EOFError:
