@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from llmrepl.config import Config
     from llmrepl.model.client import OpenAIModel
+    from llmrepl.redact import Redactor
     from llmrepl.store.transcript import StoredSession
     from llmrepl.terminal.display import TerminalDisplay
 
@@ -39,7 +40,8 @@ class ModelSetup:
     """Decides where requests go; probes for a local server in the background when needed."""
 
     def __init__(self, model: OpenAIModel, *, api_key: str | None, base_url: str | None, explicit_model: bool,
-                 config_path: str, on_server: Callable[[str, int | None], None] | None = None) -> None:
+                 config_path: str, on_server: Callable[[str, int | None], None] | None = None,
+                 find_local: bool = True) -> None:
         import threading
 
         self.model = model
@@ -47,6 +49,7 @@ class ModelSetup:
         self.on_server = on_server  # (model name, context length the server reports) when one is found
         self.explicit_model = explicit_model
         self.config_path = config_path
+        self.find_local = find_local  # model.find_local: look for a local server at all
         self.done = threading.Event()
         self.message: tuple[str, str] | None = None
         self._lock = threading.Lock()
@@ -61,7 +64,7 @@ class ModelSetup:
         try:
             from llmrepl.model.probe import find_local_server
 
-            server = find_local_server()
+            server = find_local_server() if self.find_local else None
         except Exception:  # a probe must never take the REPL down
             server = None
         if server is not None:
@@ -72,6 +75,9 @@ class ModelSetup:
             if self.on_server is not None:
                 self.on_server(self.model.model, server.context_length)
             msg = (f"no API key set; using {server.name} at {server.base_url} with model {self.model.model}", "info")
+            if server.rejected:  # never shown raw: an id can hold escapes or line breaks
+                msg = (msg[0] + f"; ignored {server.rejected} model id(s) it listed that are not plain names "
+                       "(letters, digits, . _ : / @ + = ~ -; up to 200): use -m NAME to pick one", "warning")
         else:
             msg = (NO_MODEL_HELP.format(config=self.config_path), "warning")
         with self._lock:
@@ -95,19 +101,36 @@ class ModelSetup:
 
 class _Sink:
     """Live cell output goes to the display, secrets scrubbed; output arriving between cells
-    (from threads a cell left running) is journaled too, since it was shown."""
+    (from threads a cell left running) is journaled too, since it was shown.
 
-    def __init__(self, display: TerminalDisplay, redact: Callable[[str], str]) -> None:
+    A write that ends with what may be the start of the key is held back until the next
+    write or the cell's end (``flush``), so a key printed in pieces is shown redacted."""
+
+    def __init__(self, display: TerminalDisplay, redactor: Redactor) -> None:
         self.display = display
-        self.redact = redact
+        self.redactor = redactor
         self.executor: Any = None
         self.journal: Any = None
+        self._held: dict[str, str] = {}  # stream -> the held-back end of its output
 
     def write(self, stream: str, text: str) -> None:
-        text = self.redact(text)
-        if self.journal is not None and self.executor is not None and not self.executor.running:
+        late = self.journal is not None and self.executor is not None and not self.executor.running
+        if not late:
+            text = self._held.pop(stream, "") + text
+            cut = self.redactor.open_tail(text)
+            if cut < len(text):
+                text, self._held[stream] = text[:cut], text[cut:]
+        text = self.redactor.redact(text)
+        if late:
             self.journal.append("late_output", stream=stream, text=text, after_cell=self.executor.cell_count)
-        self.display.cell_output(stream, text)
+        if text:
+            self.display.cell_output(stream, text)
+
+    def flush(self) -> None:
+        """The cell ended: show what was held back (it is not the key: that never came)."""
+        held, self._held = self._held, {}
+        for stream, text in held.items():
+            self.display.cell_output(stream, self.redactor.redact(text))
 
 
 def load_stored(state: Path, ref: str) -> StoredSession:
@@ -118,16 +141,19 @@ def load_stored(state: Path, ref: str) -> StoredSession:
     return load_session(find_session(state, ref).path)
 
 
-def export_session(state: Path, path: str, ref: str) -> str:
-    """Write a stored session (the last one for ``""``) to ``path``; returns what was written.
+def export_session(state: Path, path: str, ref: str, *, replace: bool = False) -> tuple[str, str | None]:
+    """Write a stored session (the last one for ``""``) to ``path``: what was written, and a
+    warning naming the journal lines skipped (or None). An existing ``path`` is replaced only
+    with ``replace``.
 
-    Raises LLMReplError for an unknown or unreadable session and OSError when ``path``
-    cannot be written."""
+    Raises LLMReplError for an unknown or unreadable session or an existing ``path``, and
+    OSError when ``path`` cannot be written."""
     from pathlib import Path
 
     from llmrepl.store.export import write_export
 
-    return write_export(load_stored(state, ref), Path(path))  # expands ~ itself
+    stored = load_stored(state, ref)
+    return write_export(stored, Path(path), replace=replace), stored.info.skipped_warning()  # expands ~ itself
 
 
 def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: bool, command: str | None,
@@ -141,20 +167,33 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
     from llmrepl.engine.protocols import AutoApprove, NoRun
     from llmrepl.engine.session import Session
     from llmrepl.execution.executor import Executor
+    from llmrepl.execution.guards import TerminalStreams
+    from llmrepl.execution.process import exit_now, wait_for_threads
     from llmrepl.model.client import OpenAIModel
-    from llmrepl.redact import Redactor
+    from llmrepl.redact import Redactor, safe_url
+    from llmrepl.store.fileio import private_dirs
     from llmrepl.store.journal import Journal, new_session_id
     from llmrepl.terminal.display import TerminalDisplay
     from llmrepl.terminal.render import color_default
 
     api_key = resolve_api_key(config, env)
-    try:  # the state folder itself private too (mkdir(parents=True) would leave it to the umask)
-        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:  # the state folder and any folder made above it 0700, whatever the umask (it may be a link you made)
+        private_dirs(state, top=state)
     except OSError:
         pass  # the journal reports it once and the session goes on in memory
     sid = stored.info.id if stored is not None else new_session_id()
     journal = Journal(state / "sessions" / f"{sid}.jsonl")
-    journal.redact(api_key)
+    if journal.busy:
+        # One process owns a session: a second one would interleave its records (two cell 2s).
+        # Refused rather than continued as a copy, which would fork one conversation in two.
+        from llmrepl.terminal.startup import report
+
+        pid = f" (pid {stored.info.pid})" if stored is not None and stored.info.pid else ""
+        report(f"session {sid} is open in another llmrepl process{pid}: continue it there, or quit it "
+               "first and resume again; nothing was changed")
+        return 2
+    redactor = Redactor.for_model(api_key, config.model.base_url)  # the key and the base URL's credentials
+    journal.redact(*redactor.secrets)
     model = OpenAIModel(
         config.model.name,
         base_url=config.model.base_url,
@@ -164,10 +203,12 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
         max_output_tokens=config.model.max_output_tokens,
         timeout=config.model.timeout,
     )
-    out: TextIO = sys.stdout
-    display = TerminalDisplay(out, color=color_default(out, dict(env)), err=sys.stderr)
-    redactor = Redactor(api_key)
-    sink = _Sink(display, redactor.redact)
+    # llmrepl's own copies of fds 0/1/2: a cell that closes or redirects them (or sys.__stdout__)
+    # cannot silence llmrepl or eat its batch input; the executor puts them back after each cell
+    terminal = TerminalStreams(batch_input=not interactive and command is None)
+    out: TextIO = terminal.stdout or sys.stdout
+    display = TerminalDisplay(out, color=color_default(out, dict(env)), err=terminal.stderr or sys.stderr)
+    sink = _Sink(display, redactor)
     executor = Executor(
         sink=sink,
         timeout=config.exec.timeout,
@@ -175,6 +216,7 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
         # kept whole up to 1M characters per stream (in _out[N] and the journal); beyond
         # that a head and a tail are kept and the rest counted, so 1 GB printed stays cheap
         max_capture_chars=1_000_000,
+        terminal=terminal,
     )
     from llmrepl.context.builder import Context
     from llmrepl.context.tokens import TiktokenCounter, context_window_for, encoding_for_model
@@ -221,7 +263,8 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
         journal.append("model", name=name, base_url=model.base_url, source="local server")
 
     setup = ModelSetup(model, api_key=api_key, base_url=config.model.base_url, explicit_model=explicit,
-                       config_path=str(config.path or default_config_path(env)), on_server=server_found)
+                       config_path=str(config.path or default_config_path(env)), on_server=server_found,
+                       find_local=config.model.find_local)
     if config.repl.snapshots:
         from llmrepl.store.snapshots import SnapshotStore
 
@@ -230,12 +273,13 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
 
     if interactive:
         startup.own_the_keys()  # before faulthandler chains to SIGQUIT's disposition
+        session.ask = startup.ask_to_replace
     _last_resort(state / "sessions" / sid)
     sink.executor, sink.journal = executor, journal
     executor.install_streams()  # the display keeps the real streams; see Executor.install_streams
     journal.append(
         "session_start", id=sid, version=__version__, model=config.model.name,
-        base_url=config.model.base_url, cwd=os.getcwd(), pid=os.getpid(),
+        base_url=config.model.base_url and safe_url(config.model.base_url), cwd=os.getcwd(), pid=os.getpid(),
         mode="interactive" if interactive else ("one-shot" if command is not None else "batch"),
         resumed=stored is not None,
     )
@@ -253,11 +297,19 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
 
             resume(session, stored, display, confirm=startup.resume_confirm(interactive, yes))
         if interactive:
-            return startup.run_interactive(session, display, setup, config, state)
-        reviewer = AutoApprove() if yes else NoRun()
-        return startup.run_batch(session, display, setup, reviewer, [command] if command is not None else sys.stdin)
+            status = startup.run_interactive(session, display, setup, config, state)
+        else:
+            reviewer = AutoApprove() if yes else NoRun()
+            status = startup.run_batch(session, display, setup, reviewer,
+                                       [command] if command is not None else terminal.lines())
+        lingering = wait_for_threads(2.0)  # Python's own exit would wait for them forever
     finally:
         journal.close()
+    if lingering:
+        names = ", ".join(name[:40] for name in lingering[:5]) + (", ..." if len(lingering) > 5 else "")
+        display.notice(f"exiting without waiting for threads a cell left running: {names}", "warning")
+        exit_now(status, terminal)
+    return status
 
 
 _crash_log: Any = None  # kept open for faulthandler for the life of the process
@@ -272,8 +324,10 @@ def _last_resort(folder: Path) -> None:
     import signal
 
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(folder / "crash.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        from llmrepl.store.fileio import private_append, private_dirs
+
+        # sessions/<id>/crash.log: 0700 / 0600, never through a symbolic link
+        fd = private_append(private_dirs(folder, top=folder.parent.parent) / "crash.log")
         _crash_log = os.fdopen(fd, "a", encoding="utf-8")
         faulthandler.enable(file=_crash_log, all_threads=True)
         if hasattr(signal, "SIGQUIT"):

@@ -1,9 +1,10 @@
 """Configuration: frozen dataclasses loaded once from TOML, the environment and flags.
 
 Precedence is command-line flag > environment > config file > built-in default. Every
-mistake in the file raises a one-line :class:`~llmrepl.errors.ConfigError` naming the file,
-the key and what was expected. The API key is read from the environment variable the config
-names; a key kept in the file is allowed but never shown (``repr`` hides it).
+mistake raises a one-line :class:`~llmrepl.errors.ConfigError` naming the file (variable,
+flag), the key and what was expected; every value is bounded, whatever its source (both ends
+of each number; length and characters of each string). The API key is read from the
+environment variable the config names; a key kept in the file is allowed but never shown.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
         import tomli as tomllib
 
 from llmrepl.errors import ConfigError
+from llmrepl.redact import safe_url
 
 __all__ = [
     "ModelConfig",
@@ -37,6 +39,7 @@ __all__ = [
     "load_config",
     "resolve_api_key",
     "config_warnings",
+    "flag_value",
 ]
 
 
@@ -55,6 +58,7 @@ class ModelConfig:
     timeout: float = 60.0  # seconds per network read; connect is 5 s
     input_price: float | None = None   # USD per million prompt tokens, for /tokens' cost estimate
     output_price: float | None = None  # USD per million completion tokens
+    find_local: bool = True  # with no key and no base URL, look for a server on 127.0.0.1's usual ports
 
 
 @dataclass(frozen=True)
@@ -90,22 +94,34 @@ class Config:
 
 _SECTIONS: dict[str, type] = {"model": ModelConfig, "repl": ReplConfig, "exec": ExecConfig}
 
-# (lowest, highest, lowest excluded) for numeric keys
-_RANGES: dict[str, tuple[float, float | None, bool]] = {
-    "model.temperature": (0, 2, False),
-    "model.context_window": (1, None, False),
-    "model.max_output_tokens": (1, None, False),
-    "model.timeout": (0, None, True),
-    "model.input_price": (0, None, False),
-    "model.output_price": (0, None, False),
-    "repl.max_steps": (1, None, False),
-    "repl.digest_tokens": (0, None, False),
-    "exec.timeout": (0, None, False),
-    "exec.max_output_chars": (1, None, False),
+# (lowest, highest) of every number, from any source: exec.timeout = 1e300 overflowed the cell
+# timer; sizes are what the largest models have, with room to spare.
+_DAY = 86_400.0
+_RANGES: dict[str, tuple[float, float]] = {
+    "model.temperature": (0, 2),
+    "model.context_window": (256, 10_000_000),  # the request budget never goes below 256 tokens
+    "model.max_output_tokens": (1, 1_000_000),
+    "model.timeout": (0.001, _DAY),
+    "model.input_price": (0, 10_000),
+    "model.output_price": (0, 10_000),
+    "repl.max_steps": (1, 100),
+    "repl.digest_tokens": (0, 100_000),
+    "exec.timeout": (0.001, _DAY),  # or 0 = none (1e-9 made the timer fire every µs: a hang)
+    "exec.max_output_chars": (1, 10_000_000),
 }
+_ZERO_IS_NONE = {"exec.timeout"}
+_UNITS = {"model.timeout": " seconds (one day)", "exec.timeout": " seconds (one day)"}
+# Longest value of each string key (a model name can be a path, a key a long token), and what
+# none may hold: C0, DEL and C1 controls, zero-width and bidi marks, which would otherwise reach
+# the terminal, a request line or a header. The pattern is compiled on first use.
+_MAX_CHARS = {"model.name": 1000, "model.base_url": 2048, "model.api_key_env": 256,
+              "model.api_key": 16_384, "model.encoding": 100}
+_CONTROL = r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]"
+_MAX_FILE_BYTES = 1 << 20  # a config file is a few lines; a bigger one is a mistake (or an attack)
 _NON_EMPTY = {"model.name", "model.api_key_env", "model.encoding", "model.api_key"}
 _SECRET = {"model.api_key"}
-_ENV_KEYS = {"OPENAI_BASE_URL": "model.base_url", "LLMREPL_MODEL": "model.name"}
+_ENV_KEYS = {"OPENAI_BASE_URL": "model.base_url", "LLMREPL_MODEL": "model.name",
+             "LLMREPL_FIND_LOCAL": "model.find_local"}
 
 
 _BASE_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
@@ -144,8 +160,21 @@ def _kind(value: object) -> str:
 
 
 def _shown(value: object) -> str:
-    text = repr(value)
+    """A value for a message: at most 60 characters on one line, control characters escaped."""
+    if isinstance(value, (list, dict)):
+        import reprlib  # only to explain a mistake; its repr stops at a few levels of nesting
+
+        text = reprlib.repr(value)
+    else:
+        try:
+            text = repr(value)
+        except ValueError:  # an integer of thousands of digits
+            text = "a number too long to show"
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _num(bound: float) -> str:
+    return f"{int(bound):,}" if bound == int(bound) else f"{bound:g}"
 
 
 def _is_a(value: object, base: type) -> bool:
@@ -161,30 +190,46 @@ def _check(where: str, key: str, value: object) -> object:
     """Validate one value for ``key``; return it (ints widened to float where needed)."""
     base = _TYPES[key][0]
     kind = _kind(value)
-    got = ("an " if kind[:1] in "aeiou" else "a ") + kind if key in _SECRET else f"{_shown(value)} ({kind})"
+    shown = safe_url(value) if key == "model.base_url" and isinstance(value, str) else value  # no user:password@
+    got = ("an " if kind[:1] in "aeiou" else "a ") + kind if key in _SECRET else f"{_shown(shown)} ({kind})"
     if not _is_a(value, base):
         raise ConfigError(f"{where}: {key} must be {_TYPE_WORDS[base]}, got {got}")
-    if base is float:
-        value = float(value)  # type: ignore[arg-type]
-        if not math.isfinite(value):
-            raise ConfigError(f"{where}: {key} must be a finite number, got {got}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {key} must be a finite number, got {got}")
     if isinstance(value, str):
         if key in _NON_EMPTY and not value.strip():
             raise ConfigError(f"{where}: {key} must not be empty")
+        _check_text(where, key, value, got)
         if key == "model.base_url" and not re.match(r"https?://[^/\s]", value):
             raise ConfigError(
                 f"{where}: {key} must be an http:// or https:// URL, got {got}"
                 " (for example \"http://localhost:11434/v1\")"
             )
     if key in _RANGES and isinstance(value, (int, float)):
-        low, high, exclusive = _RANGES[key]
-        if exclusive and value <= low:
-            raise ConfigError(f"{where}: {key} must be greater than {low:g}, got {got}")
-        if value < low:
-            raise ConfigError(f"{where}: {key} must be at least {low:g}, got {got}")
-        if high is not None and value > high:
-            raise ConfigError(f"{where}: {key} must be between {low:g} and {high:g}, got {got}")
-    return value
+        _check_range(where, key, value, got)
+    return float(value) if base is float else value  # type: ignore[arg-type]  # in range: no overflow
+
+
+def _check_range(where: str, key: str, value: float, got: str) -> None:
+    """Every number has both ends bounded (ints compared exactly: 10**400 cannot overflow here)."""
+    low, high = _RANGES[key]
+    if low <= value <= high or (value == 0 and key in _ZERO_IS_NONE):
+        return
+    span = f"between {_num(low)} and {_num(high)}{_UNITS.get(key, '')}"
+    if key in _ZERO_IS_NONE:
+        span = "0 (no limit) or " + span
+    raise ConfigError(f"{where}: {key} must be {span}, got {got}")
+
+
+def _check_text(where: str, key: str, value: str, got: str) -> None:
+    """A string setting is one short line: no control or invisible formatting characters."""
+    limit = _MAX_CHARS.get(key)
+    if limit is not None and len(value) > limit:
+        raise ConfigError(f"{where}: {key} must be at most {limit:,} characters, got {len(value):,}")
+    if re.search(_CONTROL, value):
+        shown = "" if key in _SECRET else f", got {got}"
+        raise ConfigError(f"{where}: {key} must not contain control or invisible formatting "
+                          f"characters (line breaks, tabs, bidi marks){shown}")
 
 
 def _suggest(key: str, choices: list[str]) -> str:
@@ -215,7 +260,7 @@ def _flatten_file(where: str, data: dict[str, Any]) -> dict[str, object]:
             bare = [k for k in _TYPES if k.split(".", 1)[1] == section]
             hint = f" (did you mean '{bare[0]}' in the [{bare[0].split('.')[0]}] section?)" \
                 if bare else _suggest(section, list(_SECTIONS))
-            raise ConfigError(f"{where}: unknown key '{section}'{hint}")
+            raise ConfigError(f"{where}: unknown key {_shown(section)}{hint}")  # quoted, escaped, cut
         if not isinstance(table, dict):
             raise ConfigError(
                 f"{where}: {section} must be a table (a [{section}] section), "
@@ -224,7 +269,7 @@ def _flatten_file(where: str, data: dict[str, Any]) -> dict[str, object]:
         for name, value in table.items():
             key = f"{section}.{name}"
             if key not in _TYPES:
-                raise ConfigError(f"{where}: unknown key '{key}'{_suggest_key(key)}")
+                raise ConfigError(f"{where}: unknown key {_shown(key)}{_suggest_key(key)}")
             values[key] = _check(where, key, value)
     return values
 
@@ -243,11 +288,15 @@ def _syntax_message(error: tomllib.TOMLDecodeError) -> str:
 def _read_file(path: Path) -> dict[str, Any]:
     where = str(path)
     try:
-        mode = path.stat().st_mode
+        info = path.stat()
+        mode = info.st_mode
         if stat.S_ISDIR(mode):
             raise ConfigError(f"{where}: is a directory, not a config file")
         if not stat.S_ISREG(mode):
             raise ConfigError(f"{where}: is not a regular file")
+        if info.st_size > _MAX_FILE_BYTES:
+            raise ConfigError(f"{where}: is {info.st_size:,} bytes; a config file is a few lines "
+                              f"(at most {_MAX_FILE_BYTES:,} bytes are read)")
         raw = path.read_bytes()
     except PermissionError:
         raise ConfigError(f"{where}: cannot read the config file (permission denied)") from None
@@ -270,10 +319,37 @@ def _read_file(path: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: {_syntax_message(exc)}") from None
+    except RecursionError:  # the parser recurses once per level of [[[...]]] or {a={b=...}}
+        raise ConfigError(f"{where}: arrays or tables are nested too deeply to read "
+                          "(no llmrepl setting takes a nested value)") from None
+    except ValueError as exc:  # not a TOMLDecodeError: e.g. an integer of more than 4,300 digits
+        reason = " ".join(str(exc).split(":")[0].split())
+        raise ConfigError(f"{where}: cannot read a value in the file ({reason})") from None
+
+
+def _check_together(where: str, values: Mapping[str, object]) -> None:
+    """Bounds that join two keys: the answer's tokens are kept free in the context window."""
+    window = values.get("model.context_window")
+    answer = values.get("model.max_output_tokens", ModelConfig.max_output_tokens)
+    if isinstance(window, int) and isinstance(answer, int) and answer >= window:
+        default = "" if "model.max_output_tokens" in values else ", the default"
+        raise ConfigError(
+            f"{where}: model.max_output_tokens ({answer:,}{default}) must be less than "
+            f"model.context_window ({window:,}): that many tokens are kept free for the answer"
+        )
+
+
+def flag_value(key: str, text: str) -> object:
+    """A flag's value for ``key``, checked as the file's are; the ConfigError says only what is
+    wrong ("must be between 1 and 100, got 0 (integer)"), as argparse names the flag."""
+    try:
+        return _check("command line", key, _coerce_flag(key, text))
+    except ConfigError as e:
+        raise ConfigError(str(e).removeprefix(f"command line: {key} ")) from None
 
 
 def _coerce_flag(key: str, value: object) -> object:
-    """Command-line values may arrive as strings (``/set``); turn them into the key's type."""
+    """Values from flags and the environment arrive as strings: turn them into the key's type."""
     base, _ = _TYPES[key]
     if not isinstance(value, str) or base is str:
         return value
@@ -351,15 +427,16 @@ def load_config(
 
     for var, key in _ENV_KEYS.items():
         if env.get(var, "").strip():
-            values[key] = _check(f"environment variable {var}", key, env[var].strip())
+            values[key] = _check(f"environment variable {var}", key, _coerce_flag(key, env[var].strip()))
 
     for key, value in (overrides or {}).items():
         if value is None:
             continue
         if key not in _TYPES:
             hint = _suggest_key(key) if key.partition(".")[0] in _SECTIONS and "." in key else ""
-            raise ConfigError(f"command line: unknown setting '{key}'{hint}")
+            raise ConfigError(f"command line: unknown setting {_shown(key)}{hint}")
         values[key] = _check("command line", key, _coerce_flag(key, value))
+    _check_together(read or "config", values)
 
     sections: dict[str, Any] = {}
     for section, cls in _SECTIONS.items():

@@ -24,7 +24,7 @@ if hasattr(signal, "SIGQUIT"):
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No real keys, no user config, state in a temp folder, no colour, no CPR waits.
+    """No real keys, no user config, state in a temp folder, no colour, no CPR waits, no probe.
 
     Every llmrepl a test starts inherits this (``launch.child_env``)."""
     for name in list(os.environ):
@@ -34,10 +34,22 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("LLMREPL_HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("PROMPT_TOOLKIT_NO_CPR", "1")
+    # No search for a local model server: a real Ollama or LM Studio on this machine must not
+    # answer the tests' "no model configured" runs (model.find_local; the default is true).
+    monkeypatch.setenv("LLMREPL_FIND_LOCAL", "false")
     for proxy in PROXIES:
         monkeypatch.delenv(proxy, raising=False)
     monkeypatch.setenv("NO_PROXY", LOCAL_HOSTS)
     return home
+
+
+@pytest.fixture(autouse=True)
+def default_sigint():
+    """Each test ends with Python's own Ctrl-C handler: a session may leave its Ctrl-C hold in
+    place after an interrupted cell (until the next message), and the next test must not
+    inherit it."""
+    yield
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

@@ -144,7 +144,7 @@ def test_bad_env_and_flag_values_name_their_source(tmp_path: Path) -> None:
     env = {"XDG_CONFIG_HOME": str(tmp_path), "OPENAI_BASE_URL": "localhost:11434"}
     with pytest.raises(ConfigError, match=r"^environment variable OPENAI_BASE_URL: model.base_url"):
         load_config(env=env)
-    with pytest.raises(ConfigError, match=r"^command line: repl.max_steps must be at least 1"):
+    with pytest.raises(ConfigError, match=r"^command line: repl.max_steps must be between 1 and 100"):
         load_config(env={"XDG_CONFIG_HOME": str(tmp_path)}, overrides={"repl.max_steps": 0})
     with pytest.raises(ConfigError, match=r"unknown setting 'repl.max_step' \(did you mean"):
         load_config(env={"XDG_CONFIG_HOME": str(tmp_path)}, overrides={"repl.max_step": 3})
@@ -210,17 +210,17 @@ def test_unknown_keys(tmp_path: Path, text: str, expected: str) -> None:
         ("[model]\nname = 5\n", "model.name must be a string, got 5 (integer)"),
         ('[model]\nname = ""\n', "model.name must not be empty"),
         ("[model]\ntimeout = [1]\n", "model.timeout must be a number, got [1] (array)"),
-        ("[model]\ntimeout = 0\n", "model.timeout must be greater than 0, got 0 (integer)"),
+        ("[model]\ntimeout = 0\n", "model.timeout must be between 0.001 and 86,400 seconds (one day), got 0 (integer)"),
         ("[model]\ntimeout = nan\n", "model.timeout must be a finite number"),
         ("[model]\ntemperature = 3\n", "model.temperature must be between 0 and 2, got 3"),
-        ("[model]\ncontext_window = 0\n", "model.context_window must be at least 1, got 0"),
+        ("[model]\ncontext_window = 0\n", "model.context_window must be between 256 and 10,000,000, got 0"),
         ('[model]\nbase_url = "localhost:11434"\n',
          "model.base_url must be an http:// or https:// URL, got 'localhost:11434'"),
-        ("[repl]\nmax_steps = 0\n", "repl.max_steps must be at least 1, got 0 (integer)"),
-        ("[repl]\nmax_steps = -2\n", "repl.max_steps must be at least 1, got -2 (integer)"),
-        ("[repl]\ndigest_tokens = -1\n", "repl.digest_tokens must be at least 0"),
-        ("[exec]\ntimeout = -1\n", "exec.timeout must be at least 0, got -1 (integer)"),
-        ("[exec]\nmax_output_chars = 0\n", "exec.max_output_chars must be at least 1"),
+        ("[repl]\nmax_steps = 0\n", "repl.max_steps must be between 1 and 100, got 0 (integer)"),
+        ("[repl]\nmax_steps = -2\n", "repl.max_steps must be between 1 and 100, got -2 (integer)"),
+        ("[repl]\ndigest_tokens = -1\n", "repl.digest_tokens must be between 0 and 100,000"),
+        ("[exec]\ntimeout = -1\n", "exec.timeout must be 0 (no limit) or between 0.001 and 86,400 seconds"),
+        ("[exec]\nmax_output_chars = 0\n", "exec.max_output_chars must be between 1 and 10,000,000"),
         ("[exec]\ntimeout = 1979-05-27\n", "exec.timeout must be a number, got"),
         ("model = 3\n", "model must be a table (a [model] section), got 3 (integer)"),
     ],
@@ -405,3 +405,109 @@ def test_config_is_frozen() -> None:
     cfg = Config()
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.model = ModelConfig()  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------- bounds (issue 11)
+
+
+def test_every_number_has_both_ends_bounded() -> None:
+    """A new numeric key cannot slip in unbounded: 1e300 overflowed the cell timer once."""
+    from llmrepl.config import _RANGES, _TYPES
+
+    numeric = {k for k, (base, _) in _TYPES.items() if base in (int, float)}
+    assert numeric == set(_RANGES)
+    for key, (low, high) in _RANGES.items():
+        section, name = key.split(".")
+        assert low <= high < 1e12, key
+        default = getattr(SECTIONS[section](), name)
+        assert default is None or low <= default <= high or default == 0, key
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[exec]\ntimeout = 1e300\n",
+         "exec.timeout must be 0 (no limit) or between 0.001 and 86,400 seconds (one day), got 1e+300 (float)"),
+        ("[exec]\ntimeout = 1e-9\n", "exec.timeout must be 0 (no limit) or between 0.001"),
+        ("[exec]\ntimeout = inf\n", "exec.timeout must be a finite number, got inf (float)"),
+        ("[model]\ntimeout = 86401\n", "model.timeout must be between 0.001 and 86,400 seconds"),
+        ("[model]\ntimeout = 1" + "0" * 400 + "\n", "model.timeout must be between 0.001 and 86,400"),
+        ("[model]\ncontext_window = 10000001\n", "model.context_window must be between 256 and 10,000,000"),
+        ("[model]\nmax_output_tokens = 1000001\n", "model.max_output_tokens must be between 1 and 1,000,000"),
+        ("[model]\ninput_price = 1e9\n", "model.input_price must be between 0 and 10,000"),
+        ("[repl]\nmax_steps = 101\n", "repl.max_steps must be between 1 and 100, got 101 (integer)"),
+        ("[repl]\ndigest_tokens = 100001\n", "repl.digest_tokens must be between 0 and 100,000"),
+        ("[exec]\nmax_output_chars = 10000001\n", "exec.max_output_chars must be between 1 and 10,000,000"),
+        ("[model]\ncontext_window = 2048\n",
+         "model.max_output_tokens (4,096, the default) must be less than model.context_window (2,048)"),
+        ("[model]\nname = \"a\\nb\"\n", "model.name must not contain control or invisible formatting characters"),
+        ("[model]\nname = \"gpt\\u202e\"\n", "got 'gpt\\u202e' (string)"),
+        ("[model]\nencoding = \"" + "x" * 101 + "\"\n", "model.encoding must be at most 100 characters, got 101"),
+        ("[model]\nbase_url = \"http://h/\\u001b[2J\"\n", "model.base_url must not contain control"),
+        ('[model]\n"x\u202e" = 1\n', "unknown key 'model.x\\u202e'"),
+        ("x = " + "[" * 3000 + "]" * 3000 + "\n", "arrays or tables are nested too deeply to read"),
+        ("[repl]\nmax_steps = " + "9" * 5000 + "\n", "cannot read a value in the file (Exceeds the limit"),
+        ("[model]\nname = " + "[" * 50 + "]" * 50 + "\n", "model.name must be a string, got [[[[[[[...]]]]]]] (array)"),
+    ],
+)
+def test_bounds(tmp_path: Path, text: str, expected: str) -> None:
+    p = write(tmp_path, text)
+    message = config_error(p)
+    assert message.startswith(f"{p}: ") and expected in message
+    assert len(message) < 300 and "\x1b" not in message and "\u202e" not in message
+
+
+def test_bounds_hold_at_their_ends(tmp_path: Path) -> None:
+    p = write(tmp_path, "[model]\ntimeout = 86400\ncontext_window = 10000000\nmax_output_tokens = 1000000\n"
+                        "[repl]\nmax_steps = 100\ndigest_tokens = 0\n[exec]\ntimeout = 0.001\n")
+    cfg = load_config(p, env={})
+    assert (cfg.model.timeout, cfg.repl.max_steps, cfg.exec.timeout) == (86400.0, 100, 0.001)
+    assert load_config(write(tmp_path, "[exec]\ntimeout = 0\n"), env={}).exec.timeout == 0
+
+
+def test_api_key_with_a_line_break_is_not_echoed(tmp_path: Path) -> None:
+    p = write(tmp_path, '[model]\napi_key = "sk-secret-123456789\\n"\n')
+    message = config_error(p)
+    assert "model.api_key must not contain control" in message and "sk-secret" not in message
+
+
+def test_a_file_of_megabytes_is_not_read(tmp_path: Path) -> None:
+    p = write(tmp_path, "# padding\n" * 200_000)
+    assert config_error(p) == (f"{p}: is 2,000,000 bytes; a config file is a few lines "
+                               "(at most 1,048,576 bytes are read)")
+
+
+def test_environment_values_are_bounded(tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path), "LLMREPL_MODEL": "gpt\x1b]0;x\x07"}
+    with pytest.raises(ConfigError, match=r"^environment variable LLMREPL_MODEL: model.name must not contain"):
+        load_config(env=env)
+    env["LLMREPL_MODEL"] = "m" * 1001
+    with pytest.raises(ConfigError, match=r"^environment variable LLMREPL_MODEL: model.name must be at most 1,000"):
+        load_config(env=env)
+
+
+def test_find_local_from_the_environment(tmp_path: Path) -> None:
+    base = {"XDG_CONFIG_HOME": str(tmp_path)}
+    assert load_config(env=base).model.find_local is True
+    for text, value in (("false", False), ("0", False), ("off", False), ("yes", True), (" TRUE ", True)):
+        assert load_config(env={**base, "LLMREPL_FIND_LOCAL": text}).model.find_local is value
+    with pytest.raises(ConfigError, match=r"^environment variable LLMREPL_FIND_LOCAL: model.find_local must be "
+                                          r"true or false, got 'maybe' \(string\)$"):
+        load_config(env={**base, "LLMREPL_FIND_LOCAL": "maybe"})
+
+
+def test_flag_values_are_checked_by_the_config() -> None:
+    from llmrepl.config import flag_value
+
+    assert flag_value("repl.max_steps", "7") == 7 and flag_value("exec.timeout", "2.5") == 2.5
+    for key, text, expected in [
+        ("repl.max_steps", "0", "must be between 1 and 100, got 0 (integer)"),
+        ("repl.max_steps", "1000", "must be between 1 and 100, got 1000 (integer)"),
+        ("repl.max_steps", "zero", "must be an integer, got 'zero' (string)"),
+        ("exec.timeout", "1e300", "must be 0 (no limit) or between 0.001 and 86,400 seconds (one day), got 1e+300 (float)"),
+        ("exec.timeout", "nan", "must be a finite number, got nan (float)"),
+        ("exec.timeout", "-1", "must be 0 (no limit) or between 0.001 and 86,400 seconds (one day), got -1.0 (float)"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            flag_value(key, text)
+        assert str(info.value) == expected

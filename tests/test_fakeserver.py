@@ -76,3 +76,4 @@ def test_standalone_prints_base_url() -> None:
     finally:
         proc.terminate()
         proc.wait(5)
+        proc.stdout.close()

@@ -10,6 +10,8 @@ person sees goes through the ``Display`` it is given.
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,8 +81,12 @@ class Session(TurnLoop):
         self.snapshots: SnapshotStore | None = None
         self._unsaved_names: set[str] = set()
         self.context = context or Context(max_output_chars=max_output_chars)
+        self.context.redactor = self.redactor  # one redactor guards every request the session sends
         self.on_model_change: Callable[[str], None] | None = None
+        # the front end's yes/no question (/export onto an existing file); None: never ask (batch)
+        self.ask: Callable[[str], bool] | None = None
         self._stop_after_step = False
+        self._held: _HeldInterrupts | None = None  # Ctrl-C held around a cell (run_cell)
         self.input_price: float | None = None
         self.output_price: float | None = None
 
@@ -146,6 +152,8 @@ class Session(TurnLoop):
         between) ends the turn cleanly: every tool call still gets its answer, so the next
         request is valid."""
         self._stop_after_step = False
+        self._release_interrupts()  # a Ctrl-C now stops this message (the model call, a review)
+        text = self._redact_message(text)
         try:
             return self._step(text, reviewer)
         except KeyboardInterrupt:
@@ -156,11 +164,22 @@ class Session(TurnLoop):
             raise  # test fakes signal misuse this way; never hide it
         except Exception as e:
             # a bug in llmrepl costs this message, never the session or the namespace
-            self.journal.append("internal_error", error=f"{type(e).__name__}: {e}")
+            what = self.redactor.redact(f"{type(e).__name__}: {e}")
+            self.journal.append("internal_error", error=what)
             self.close_open_tool_calls("Not run to the end: llmrepl hit an internal error.")
-            self.display.notice(f"llmrepl hit an internal error ({type(e).__name__}: {e}); the conversation "
+            self.display.notice(f"llmrepl hit an internal error ({what}); the conversation "
                                 "and the namespace are kept", "error")
             return TurnResult(stop="error")
+
+    def _redact_message(self, text: str) -> str:
+        """What the person typed, as it may be sent and journaled: secrets replaced, and said so."""
+        clean = self.redactor.redact(text)
+        if clean != text:
+            what = ("the API key" if self.redactor.holds_secret(text) else
+                    "something shaped like a key, a bearer token or a password in a URL")
+            self.display.notice(f"your message contained {what}; it was replaced with [REDACTED] "
+                                "before it was sent or saved", "warning")
+        return clean
 
     # -- undo, reset, and the snapshots that let /undo rewind -----------------------------
 
@@ -200,7 +219,9 @@ class Session(TurnLoop):
         self.journal.append("reset")
 
     def enable_snapshots(self, store: SnapshotStore) -> None:
-        """Save the picklable namespace after every cell, so /undo can rewind it."""
+        """Save the picklable namespace after every cell, so /undo can rewind it (values that
+        hold the API key stay out: the store gets the session's redactor)."""
+        store.redactor = self.redactor
         self.snapshots = store
         self._snapshot(self._snapshot_key())
 
@@ -233,20 +254,52 @@ class Session(TurnLoop):
     # -- running code ---------------------------------------------------------------------
 
     def run_cell(self, code: str) -> ExecResult:
-        """Run one cell, journaling it before it starts (a hard crash keeps the record)."""
+        """Run one cell, journaling it before it starts (a hard crash keeps the record).
+
+        Ctrl-C is held around the cell (the executor lets it interrupt the cell's own code
+        only), so one that lands in llmrepl's work after the cell, such as the second of two
+        quick presses, cannot cut the record short. After an interrupted cell the hold lasts
+        until the person's next message, /py or cell (``step``, ``run_direct``): more Ctrl-C
+        until then is the same interruption, whether it lands in the rest of the turn, in the
+        front end on its way back to the prompt, or in the plain front end's prompt (where the
+        terminal still discards the typed line). At prompt_toolkit's prompt Ctrl-C is a key."""
+        self._release_interrupts()  # one left by an earlier interrupted cell: its count is stale
+        self._hold_interrupts()
         cell = self.executor.cell_count + 1
         self.journal.append("cell_start", cell=cell, code=code)
         result = self.executor.run(code)
+        late = False
         try:
             self._after_cell(result)
-        except KeyboardInterrupt:
-            # Ctrl-C that landed after the cell finished: keep its result (the caller still feeds
-            # it back) and stop the loop after this step, instead of losing the record midway
+        except KeyboardInterrupt:  # raised by llmrepl's own code: a held Ctrl-C is only counted
+            late = True
+        if not result.interrupted:
+            late = self._release_interrupts() or late
+        if late and not result.interrupted:
+            # Ctrl-C after the cell finished: keep its result (the caller still feeds it back)
+            # and stop the loop after this step
             self._stop_after_step = True
             self.display.notice("Ctrl-C after the cell finished: its result is kept; stopping here", "warning")
         return result
 
+    def _hold_interrupts(self) -> None:
+        """From now on a Ctrl-C is counted, not raised, until ``_release_interrupts``."""
+        if self._held is not None or threading.current_thread() is not threading.main_thread():
+            return  # held already; or not the main thread, where signal handlers live
+        previous = signal.getsignal(signal.SIGINT)
+        if callable(previous):  # SIG_IGN and SIG_DFL stay as they are
+            held = _HeldInterrupts(previous)
+            signal.signal(signal.SIGINT, held)  # a Ctrl-C pending from before raises here, cell unstarted
+            self._held = held
+
+    def _release_interrupts(self) -> bool:
+        """Put the SIGINT handler back; True if a Ctrl-C was held meanwhile."""
+        held = self._held
+        self._held = None
+        return held is not None and held.restore()
+
     def _after_cell(self, result: ExecResult) -> None:
+        self._flush_live_output()
         self._scrub(result)
         # the whole captured output stays reachable, as IPython's Out: _out[N] (and _ / _N hold values)
         outputs = self.executor.namespace.get("_out")
@@ -296,6 +349,13 @@ class Session(TurnLoop):
             text = format_result(result, max_chars=max_chars, edited=edited)
         return self.redactor.redact(text)
 
+    def _flush_live_output(self) -> None:
+        """The cell ended: live output its sink held back (what might have been the start of
+        the key, had the next write completed it) is shown now."""
+        flush = getattr(self.executor.sink, "flush", None)
+        if callable(flush):
+            flush()
+
     def _scrub(self, result: ExecResult) -> None:
         """Secrets never reach the journal, the model or the screen (cell output included)."""
         r = self.redactor.redact
@@ -320,6 +380,7 @@ class Session(TurnLoop):
             self.executor.cell_count = number - 1
             self.journal.append("cell_start", cell=number, code=code, replay=True)
             result = self.executor.run(code)
+            self._flush_live_output()
             self._scrub(result)
             self.journal.append("cell_end", cell=result.cell, output=result.output, value=result.value_repr,
                                 error=result.error, error_type=result.error_type, replay=True)
@@ -332,6 +393,30 @@ class Session(TurnLoop):
     def note(self, text: str) -> None:
         """Tell the model something in the next request (e.g. how a resume went)."""
         self._add({"role": "user", "content": _NOTE + text})
+
+
+class _HeldInterrupts:
+    """The SIGINT handler while llmrepl records a cell: a Ctrl-C is counted, not raised.
+
+    The executor swaps its own handler in while the cell's code runs, so the cell is still
+    interrupted; a Ctrl-C that lands outside the cell waits here instead of tearing the
+    record, the journal line or the conversation apart. Python runs a handler between
+    byte-codes, wherever the main thread is, so only a handler can hold a signal."""
+
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+        self.count = 0
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.count += 1
+
+    def restore(self) -> bool:
+        """Put the previous handler back (a pending Ctrl-C is counted before the switch);
+        True if a Ctrl-C was held."""
+        ours: object = self  # (an "is" test on self itself would make mypy narrow self)
+        if signal.getsignal(signal.SIGINT) is ours:  # else not ours any more: leave it
+            signal.signal(signal.SIGINT, self.previous)
+        return self.count > 0
 
 
 def _encodable(text: str) -> bool:
