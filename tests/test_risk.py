@@ -83,6 +83,12 @@ def test_ordinary_code_has_no_hidden_characters():
     assert hidden_characters(code) == []
 
 
+def test_a_variation_selector_inside_a_name_is_found():
+    """`allowed` and `allowed` + U+FE00 are two variables that print the same."""
+    assert hidden_characters("allowed = False\nallowed\ufe00 = True\nif allowed\ufe00: pass")
+    assert hidden_characters("x\U000e0100 = 1") and hidden_characters("x\u180b = 1")
+
+
 def test_hidden_characters_are_reported_by_line_and_summed_up():
     found = hidden_characters("a = 1\nb = '\u202e'\n\nc = '\u200b\u200b\u200b'\n" + "d = '\u200c'\n" * 6)
     assert [h.line for h in found[:2]] == [2, 4]

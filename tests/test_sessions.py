@@ -227,6 +227,16 @@ def test_garbled_line_in_the_middle_is_skipped(tmp_path):
     assert stored.bad_lines == 2 and len(stored.messages) == 3 and len(stored.cells) == 1
 
 
+def test_a_long_line_with_a_malformed_time_is_skipped_when_listing(tmp_path):
+    """A line too long to parse whole is read by its start; "t":1..2 there is a bad record,
+    not a traceback that hides every session."""
+    path = build_session(tmp_path / "state")
+    with open(path, "ab") as f:
+        f.write(b'{"t":1..2,"event":"user","text":"' + b"x" * (300 << 10) + b'"}\n')
+    [info] = list_sessions(tmp_path / "state")
+    assert info.cells == 7 and info.bad_lines == 1
+
+
 def test_crashed_session_names_the_cell_it_died_in(tmp_path):
     state = tmp_path / "state"
     path = write_journal(sessions_dir(state) / "20260103-090000-7.jsonl", [

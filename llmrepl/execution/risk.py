@@ -190,9 +190,11 @@ def _opens_for_writing(call: ast.Call) -> bool:
 # identifiers. Written out, not computed from unicodedata, so importing this stays free.
 _HIDDEN = re.compile(
     "\r(?!\n)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u034f\u0600-\u0605\u061c\u06dd\u070f"
-    "\u0890\u0891\u08e2\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064"
+    "\u0890\u0891\u08e2\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u2028-\u202e\u2060-\u2064"
     "\u2066-\u206f\u3164\ufeff\uffa0\ufff9-\ufffb\ud800-\udfff\U000110bd\U000110cd"
-    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
+    # variation selectors: valid inside names, so `allowed` and `allowed\ufe00` are two variables
+    "\ufe00-\ufe0f\U000e0100-\U000e01ef]"
 )
 _ZWJ = "\u200d"
 _NAMES = {"\r": "CARRIAGE RETURN", "\x0b": "LINE TABULATION", "\x0c": "FORM FEED", "\x1b": "ESCAPE",
@@ -226,6 +228,8 @@ def hidden_characters(code: str) -> list[Hidden]:
     for m in _HIDDEN.finditer(code):
         i, ch = m.start(), m.group()
         if ch == _ZWJ and _emoji(code, i - 1) and _emoji(code, i + 1):
+            continue
+        if ch in "\ufe0e\ufe0f" and _emoji(code, i - 1):  # text or emoji style of an emoji
             continue
         line += code.count("\n", last, i)
         last = i

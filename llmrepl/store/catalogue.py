@@ -87,9 +87,12 @@ def _from_prefix(head: bytes) -> dict[str, Any]:
     m = _PREFIX.match(head)
     if m is None:
         raise BadRecord("a long line that does not start like a record")
-    rec: dict[str, Any] = {"t": float(m.group(1)), "event": m.group(2).decode("ascii")}
-    if m.group(3) is not None:
-        rec["cell"] = int(m.group(3))
+    try:  # the pattern lets "1..2" through: a bad number is a bad record, like any other
+        rec: dict[str, Any] = {"t": float(m.group(1)), "event": m.group(2).decode("ascii")}
+        if m.group(3) is not None:
+            rec["cell"] = int(m.group(3))
+    except ValueError as e:
+        raise BadRecord(f"a long line that does not start like a record ({e})") from None
     if rec["event"] == "user":
         text = _TEXT.search(head)
         try:
