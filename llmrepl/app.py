@@ -312,7 +312,7 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
     return status
 
 
-_crash_log: Any = None  # kept open for faulthandler for the life of the process
+_crash_log: int | None = None  # the fd faulthandler writes to, open for the life of the process
 
 
 def _last_resort(folder: Path) -> None:
@@ -328,10 +328,12 @@ def _last_resort(folder: Path) -> None:
 
         # sessions/<id>/crash.log: 0700 / 0600, never through a symbolic link
         fd = private_append(private_dirs(folder, top=folder.parent.parent) / "crash.log")
-        _crash_log = os.fdopen(fd, "a", encoding="utf-8")
-        faulthandler.enable(file=_crash_log, all_threads=True)
+        # a bare fd, no file object: a cell that closes it (os.closerange) must not leave a
+        # wrapper that fails when it is finalized at exit ("Exception ignored ... EBADF")
+        _crash_log = fd
+        faulthandler.enable(file=fd, all_threads=True)
         if hasattr(signal, "SIGQUIT"):
             # the current thread only: walking other threads from a signal handler can crash
-            faulthandler.register(signal.SIGQUIT, file=_crash_log, all_threads=False, chain=True)
+            faulthandler.register(signal.SIGQUIT, file=fd, all_threads=False, chain=True)
     except (OSError, ValueError, RuntimeError):
         pass  # an unusable state folder: the journal says so once
