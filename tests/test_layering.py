@@ -23,7 +23,7 @@ import llmrepl
 
 PACKAGE = Path(llmrepl.__file__).parent
 LAYERS = ("terminal", "engine", "context", "execution", "model", "store")
-BASE = ("config", "errors", "extract", "redact")
+BASE = ("config", "config_bounds", "errors", "extract", "redact")
 TOP = ("cli", "app", "__init__", "__main__")
 
 # layer -> the layers it must never import
@@ -123,7 +123,7 @@ def modules_after(code: str) -> set[str]:
         [sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
         capture_output=True, text=True, check=True,
     ).stdout
-    return set(out.split())
+    return set(out.splitlines()[-1].split())  # the last line: what the code printed comes before
 
 
 def non_terminal_modules() -> list[str]:
