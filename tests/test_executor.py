@@ -437,23 +437,43 @@ def test_sigint_from_another_process_interrupts_cell(ex):
 # -- 10. matplotlib ----------------------------------------------------------------------
 
 
+class DisplaySink(RecordingSink):
+    """Records text and display items live, in the order they arrive."""
+
+    def display(self, item) -> None:
+        self.items.append(("display", item))
+
+
 @pytest.mark.timeout(60)
-def test_plt_show_saves_png_and_returns(tmp_path):
+def test_plt_show_draws_each_open_figure_as_an_image_item(tmp_path):
     fig_dir = tmp_path / "figs"
-    ex = Executor(figure_dir=fig_dir)
+    sink = DisplaySink()
+    ex = Executor(figure_dir=fig_dir, sink=sink)
     assert "matplotlib" in sys.modules or os.environ.get("MPLBACKEND") == "module://llmrepl.execution.mpl_backend"
-    r = ex.run("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\nplt.plot([2, 1])\nplt.show(block=True)")
+    r = ex.run("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\nprint('between')\n"
+               "plt.plot([2, 1])\nplt.title('second')\nplt.show(block=True)")
     assert r.ok, r.error
-    assert len(r.figures) == 2
     assert [os.path.basename(p) for p in r.figures] == ["figure-001.png", "figure-002.png"]
-    for path in r.figures:
-        assert os.path.getsize(path) > 1000
-        assert f"[figure saved: {path}]" in r.output
+    assert r.output == "between\n"  # no "[figure saved: ...]" line any more
+    assert [d.metadata["filename"] for d in r.displays] == r.figures
+    assert [d.at for d in r.displays] == [0, len("between\n")]
+    for path, item in zip(r.figures, r.displays):
+        with open(path, "rb") as f:
+            assert f.read() == item.data["image/png"]
+        assert item.data["image/png"].startswith(b"\x89PNG") and len(item.data["image/png"]) > 1000
+        assert (item.metadata["width"], item.metadata["height"]) == (640, 480)
+        assert os.stat(path).st_mode & 0o777 == 0o600
+    assert r.displays[0].text == "figure 640×480 px: 1 line"
+    assert r.displays[1].text == "figure 640×480 px: title 'second'; 1 line"
+    # live, in order with the text
+    assert [kind for kind, _ in sink.items] == ["display", "stdout", "stdout", "display"]
+    assert sink.items[0][1] is r.displays[0] and sink.items[3][1] is r.displays[1]
     assert (fig_dir.stat().st_mode & 0o777) == 0o700
     r2 = ex.run("plt.plot([3]); plt.show()")
     assert [os.path.basename(p) for p in r2.figures] == ["figure-003.png"]
     assert ex.run("plt.get_fignums()").value_repr == "[]"
-    assert ex.run("x = 1").figures == []
+    r3 = ex.run("x = 1")
+    assert r3.figures == [] and r3.displays == []
 
 
 # -- 11. History names ------------------------------------------------------------------

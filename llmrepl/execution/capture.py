@@ -29,8 +29,6 @@ __all__ = [
     "StdinStub",
     "FigureLog",
     "INPUT_NOT_ALLOWED",
-    "active_figure_log",
-    "set_active_figure_log",
     "format_exception",
     "safe_str",
 ]
@@ -121,14 +119,15 @@ class Capture:
 
     __slots__ = ("limit", "_stdout", "_stderr", "_output", "sink", "sink_error", "_lock")
 
-    def __init__(self, limit: int, sink: OutputSink | None) -> None:
+    def __init__(self, limit: int, sink: OutputSink | None, lock: threading.Lock | None = None) -> None:
         self.limit = limit
         self._stdout: CappedBuffer | None = None
         self._stderr: CappedBuffer | None = None
         self._output: CappedBuffer | None = None
         self.sink = sink
         self.sink_error: str | None = None
-        self._lock = threading.Lock()
+        # one cell's capture at a time: an executor passes one lock for all its cells (no new one per cell)
+        self._lock = threading.Lock() if lock is None else lock
 
     def write(self, stream: str, text: str, echo: bool = True) -> None:
         with self._lock:
@@ -202,13 +201,22 @@ class CaptureRouter:
     go to the sink only, so they are still shown but never land in another cell's record.
     """
 
-    __slots__ = ("capture", "sink")
+    __slots__ = ("capture", "sink", "sync")
 
     def __init__(self, sink: OutputSink | None = None) -> None:
         self.capture: Capture | None = None
         self.sink = sink
+        # set while fds 1/2 are captured (execution/fdcapture.py): first take what they hold
+        self.sync: Callable[[], None] | None = None
 
     def write(self, stream: str, text: str) -> None:
+        sync = self.sync
+        if sync is not None:
+            sync()
+        self.route(stream, text)
+
+    def route(self, stream: str, text: str) -> None:
+        """Into the running cell's record, or between cells to the sink alone."""
         cap = self.capture
         if cap is not None:
             cap.write(stream, text)
@@ -415,6 +423,15 @@ class FigureLog:
         self.saved.append(path)
         return path
 
+    def save_png(self, png: bytes) -> str:
+        """Save PNG bytes (a rendered figure, an object's ``_repr_png_``) 0600; returns the path."""
+        path = self.next_path()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(png)
+        self.saved.append(path)
+        return path
+
 
 def _private_dirs(directory: str) -> None:
     """``directory`` and every missing folder above it, 0700: a cell may have deleted the whole
@@ -429,19 +446,3 @@ def _private_dirs(directory: str) -> None:
     except FileExistsError:
         pass
 
-
-_active_figure_log: FigureLog | None = None
-
-
-def set_active_figure_log(log: FigureLog) -> None:
-    """The executor about to run a cell names where ``plt.show()`` saves."""
-    global _active_figure_log
-    _active_figure_log = log
-
-
-def active_figure_log() -> FigureLog:
-    """The figure log of the executor that ran last (a temporary folder if none ever ran)."""
-    global _active_figure_log
-    if _active_figure_log is None:
-        _active_figure_log = FigureLog()
-    return _active_figure_log

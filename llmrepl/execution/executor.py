@@ -27,11 +27,11 @@ from types import CodeType, FrameType
 from typing import Any
 
 from llmrepl.errors import InputNotAllowed
-from llmrepl.execution import capture as _capture_mod
 from llmrepl.execution import namespace as _namespace_mod
+from llmrepl.execution import outputs as _outputs_mod
+from llmrepl.execution import publisher as _publisher_mod
 from llmrepl.execution.capture import (
     INPUT_NOT_ALLOWED,
-    CappedBuffer,
     Capture,
     CaptureRouter,
     CaptureStream,
@@ -41,23 +41,28 @@ from llmrepl.execution.capture import (
     format_exception,
     safe_str,
 )
+from llmrepl.execution.fdcapture import FdCapture
 from llmrepl.execution.guards import SignalGuard, TerminalStreams
 from llmrepl.execution.interpreter_state import InterpreterState
-from llmrepl.execution.namespace import Quitter, bounded_repr, is_user_name
+from llmrepl.execution.namespace import Quitter, is_user_name
+from llmrepl.execution.outputs import Display, DisplayData
 from llmrepl.execution.process import FORKED_INPUT, end_forked_child
+from llmrepl.execution.publisher import Publisher
 
 __all__ = ["CellTimeout", "ExecResult", "Executor", "OutputSink"]
 
 MPL_BACKEND = "module://llmrepl.execution.mpl_backend"
-REPR_LIMIT = 3.0  # seconds a value's repr may take before the REPL shows a placeholder
 _MISSING = object()
 # Frames left out of a cell's traceback: a cell's exception passes through them.
-_OWN_FILES = (__file__, _namespace_mod.__file__)
+_HERE = os.path.dirname(__file__)
+_OWN_FILES = (__file__, _namespace_mod.__file__, _outputs_mod.__file__, _publisher_mod.__file__,
+              *(os.path.join(_HERE, f) for f in ("tables.py", "figures.py")))
 
 # Bound at import: the code that runs after a cell must not depend on anything the cell can rebind.
 _BaseException, _len, _type = BaseException, len, type
-_exec, _eval, _repr = exec, eval, repr
+_exec, _eval = exec, eval
 _perf_counter = time.perf_counter
+_modules = sys.modules
 _get_ident, _getpid = threading.get_ident, os.getpid
 _MAIN_IDENT = threading.main_thread().ident
 # The C functions: the ``signal`` module's wrappers cost ~5 µs a call converting enums.
@@ -100,6 +105,8 @@ class ExecResult:
     figures: list[str] = field(default_factory=list)
     output_chars: int = 0
     repairs: list[str] = field(default_factory=list)
+    displays: list[DisplayData] = field(default_factory=list)  # display items, in order, each with ``at``
+    value_data: DisplayData | None = None  # the value's bundle; value_repr is its text
 
     @property
     def ok(self) -> bool:
@@ -121,6 +128,7 @@ class Executor:
         terminal: TerminalStreams | None = None,
     ) -> None:
         self._router = CaptureRouter(sink)
+        self._capture_lock = threading.Lock()
         self._stdout = CaptureStream(self._router, "stdout")
         self._stderr = CaptureStream(self._router, "stderr")
         self._stdin = StdinStub(self._stdin_readline)
@@ -129,10 +137,13 @@ class Executor:
         self.timeout = timeout
         self.max_capture_chars = max_capture_chars
         self.terminal = terminal  # llmrepl's own fds 0/1/2: put back after every cell
+        self._fds: FdCapture | None = None  # fds 1/2 read into the cell's output: capture_fds()
         self.cell_count = 0
         self._cell_pid = _getpid()
         self._figures = FigureLog(figure_dir)
         self._figure_dir = figure_dir
+        self._publisher = Publisher(self._figures, self._router, max_capture_chars)
+        self._display = Display(self._publisher)
         self._exit, self._quit = Quitter("exit"), Quitter("quit")
         self.namespace: dict[str, Any] = {} if namespace is None else namespace
         self._prepare_namespace()
@@ -141,6 +152,7 @@ class Executor:
         self._timeout_msg = ""
         # Bound once so identity checks against signal.getsignal() work.
         self._alarm_handler = self._on_alarm
+        self._publisher.cell_alarm = self._alarm_handler
         self._input_bound = self._input
         self._getpass_bound = self._getpass
         self._mpl_checked = False
@@ -161,6 +173,15 @@ class Executor:
         self._router.sink = sink
 
     @property
+    def display_width(self) -> int | None:
+        """The screen's columns, for tables' ``screen`` text (None: the model's width only)."""
+        return self._publisher.width
+
+    @display_width.setter
+    def display_width(self, width: int | None) -> None:
+        self._publisher.width = width
+
+    @property
     def running(self) -> bool:
         """True while a cell runs (output then belongs to that cell's record)."""
         return self._router.capture is not None
@@ -173,6 +194,18 @@ class Executor:
         Call once, in the front end, after taking references to the real streams.
         """
         sys.stdout, sys.stderr = self._stdout, self._stderr
+
+    def capture_fds(self, on: bool = True) -> None:
+        """Capture what reaches fds 1 and 2 (programs a cell starts, C code, ``os.write``) as
+        the cell's stdout/stderr, in order with ``print``; off (``on=False``) puts the real
+        fds back and shows what was still on its way. See ``fdcapture``. For the front end,
+        with ``install_streams``; the process has one fd 1, so one executor at a time."""
+        if on and self._fds is None:
+            self._fds = FdCapture(self._router, self.terminal)
+            self._fds.start()
+        elif not on and self._fds is not None:
+            fds, self._fds = self._fds, None
+            fds.stop()
 
     def reset(self) -> None:
         """A fresh namespace; settings stay and cell numbering continues."""
@@ -208,7 +241,7 @@ class Executor:
             self._execute(body, expr, result, limit or 0)
             if _getpid() != pid:  # the cell forked, and this is the child: it ends here
                 end_forked_child(result, self._router, self.terminal)
-            if self._mpl_env_prev is not _MISSING and "matplotlib" in sys.modules:
+            if self._mpl_env_prev is not _MISSING and "matplotlib" in _modules:
                 self._restore_mpl_env()
         result.duration = _perf_counter() - start
         return result
@@ -222,6 +255,7 @@ class Executor:
         ns["__builtins__"] = builtins
         ns.setdefault("exit", self._exit)
         ns.setdefault("quit", self._quit)
+        ns.setdefault("display", self._display)
 
     @staticmethod
     def _compile(source: str, filename: str) -> tuple[CodeType, CodeType | None]:
@@ -243,11 +277,10 @@ class Executor:
         ns, repairs = self.namespace, result.repairs
         ns["__builtins__"] = builtins  # a cell may have deleted or replaced it
         router = self._router
-        cap = router.capture = Capture(self.max_capture_chars, router.sink)
-        figures = self._figures
-        if _capture_mod._active_figure_log is not figures:
-            _capture_mod.set_active_figure_log(figures)
-        first_figure = _len(figures.saved)
+        cap = router.capture = Capture(self.max_capture_chars, router.sink, self._capture_lock)
+        publisher = self._publisher
+        if _publisher_mod._active is not publisher:
+            _publisher_mod.set_active_publisher(publisher)
         self._timeout_fired = False
         exc: BaseException | None = None
         old_handlers: tuple[Any, Any] = (None, None)
@@ -268,7 +301,8 @@ class Executor:
                 if value is not None:
                     ns["_"] = ns[f"_{result.cell}"] = value
                     # Off the main thread no timer can stop a repr; a timed cell's timer already does.
-                    result.value_repr = self._value_repr(value, bounded=main and not timed)
+                    data = result.value_data = publisher.value(value, main and not timed)
+                    result.value_repr = data.text
         except _BaseException as e:
             self._armed = False
             if main:
@@ -281,6 +315,8 @@ class Executor:
             if timed:
                 _setitimer(_ITIMER_REAL, 0)
             state.restore(repairs)
+            if self._fds is not None:  # nothing the cell wrote to fds 1/2 arrives after this
+                self._fds.drain()
             router.capture = None
             if signals is not None:
                 self._restore_handlers(*old_handlers, timed, repairs)
@@ -292,8 +328,12 @@ class Executor:
         if cap.written:
             result.stdout, result.stderr, result.output = cap.values()
             result.output_chars = cap.chars
-        if _len(figures.saved) > first_figure:
-            result.figures = figures.saved[first_figure:]
+        if "matplotlib" in _modules:  # Jupyter's inline backend: the cell's figures are drawn and closed
+            publisher.end_cell(result, cap)
+        items = publisher.take_items()  # the next cell starts empty
+        if items is not None:
+            result.displays = items
+            result.figures = [i.metadata["filename"] for i in items if "filename" in i.metadata]
         result.timed_out = self._timeout_fired
         if cap.sink_error:
             repairs.append(cap.sink_error)
@@ -330,15 +370,6 @@ class Executor:
         alarm = _SIG_DFL if old_alarm is None else old_alarm
         if timed and _setsignal(_SIGALRM, alarm) is not self._alarm_handler:
             repairs.append("SIGALRM handler was changed; restored")
-
-    def _value_repr(self, value: object, *, bounded: bool) -> str:
-        """The repr shown for a cell's value, capped; ``bounded``: stopped after REPR_LIMIT s."""
-        text = bounded_repr(value, REPR_LIMIT) if bounded else _repr(value)
-        if text is None:
-            text = f"<repr of {_type(value).__name__} took longer than {REPR_LIMIT:g} s; the value itself is in _>"
-        buf = CappedBuffer(self.max_capture_chars)
-        buf.add(text)
-        return buf.getvalue()
 
     def _record_exception(self, exc: BaseException, result: ExecResult) -> None:
         result.error_type = type(exc).__name__
@@ -382,6 +413,9 @@ class Executor:
             raise CellTimeout(self._timeout_msg)
 
     def _record_input(self, text: str, echo: bool) -> None:
+        sync = self._router.sync  # a child's output before the question comes first
+        if sync is not None:
+            sync()
         cap = self._router.capture
         if cap is not None:
             cap.write("stdout", text, echo=echo)

@@ -16,10 +16,10 @@ import _signal
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO, cast
 
-__all__ = ["TerminalStreams", "SignalGuard"]
+__all__ = ["TerminalStreams", "SignalGuard", "fd_ident"]
 
 # Bound at import: this runs after a cell, which may have rebound anything.
 _fstat, _dup2, _get_blocking, _set_blocking = os.fstat, os.dup2, os.get_blocking, os.set_blocking
@@ -36,7 +36,7 @@ _SIGVTALRM, _SIGPROF = int(signal.SIGVTALRM), int(signal.SIGPROF)
 _SIG_DFL = signal.SIG_DFL
 
 
-def _ident(fd: int) -> tuple[int, int] | None:
+def fd_ident(fd: int) -> tuple[int, int] | None:
     """What ``fd`` is open on (device, inode), or None when it is closed."""
     try:
         st = _fstat(fd)
@@ -59,15 +59,16 @@ class _Slot:
     """One of fds 0/1/2: llmrepl's private copy, and what the cell-visible fd is put back to:
     the same file, or ``/dev/null`` for batch stdin (``devnull``)."""
 
-    __slots__ = ("fd", "name", "private", "private_id", "source_id", "devnull", "tty", "lost")
+    __slots__ = ("fd", "name", "private", "private_id", "source_id", "devnull", "tty", "lost", "route")
 
     def __init__(self, fd: int, private: int, *, devnull: bool) -> None:
         self.fd, self.name = fd, _NAMES[fd]
-        self.private, self.private_id = private, _ident(private)
+        self.private, self.private_id = private, fd_ident(private)
         self.devnull, self.lost = devnull, False
+        self.route: int | None = None  # put back from this fd instead (the output capture's pipe)
         if devnull:
             self.put_back()
-        self.source_id = _ident(fd) if devnull else self.private_id
+        self.source_id = fd_ident(fd) if devnull else self.private_id
         try:
             self.tty: str | None = os.ttyname(private) if os.isatty(private) else None
         except OSError:
@@ -81,6 +82,9 @@ class _Slot:
                 _dup2(null, self.fd)
                 os.close(null)
             return True
+        if self.route is not None:
+            _dup2(self.route, self.fd)
+            return True
         if self.lost:
             return False
         _dup2(self.private, self.fd)  # inheritable, as a std fd is
@@ -93,6 +97,8 @@ class TerminalStreams:
     ``batch_input``: llmrepl reads its input lines from stdin (batch mode), so fd 0 becomes
     ``/dev/null`` for cells and the programs they start; a cell that reads or closes stdin
     then gets end-of-file instead of llmrepl's next lines. :meth:`repair` runs after each cell.
+    While the output capture (``fdcapture.FdCapture``) owns fds 1/2, :meth:`route` makes the
+    repair put its pipes back there, and :meth:`attach` lets it mend them first.
     """
 
     def __init__(self, *, batch_input: bool = False) -> None:
@@ -108,12 +114,37 @@ class TerminalStreams:
             self._slots.append(_Slot(fd, private, devnull=fd == 0 and batch_input))
             setattr(self, _NAMES[fd], self._open(fd, private))
         self._watch: tuple[tuple[int, tuple[int, int] | None], ...] = ()
+        self._extra: tuple[tuple[int, tuple[int, int] | None], ...] = ()
+        self._mend: Callable[[list[str]], None] | None = None
         self._rewatch()
 
     def _rewatch(self) -> None:
         """What the fast check after each cell compares: each fd and what it must be open on."""
         self._watch = tuple((s.private, s.private_id) for s in self._slots if not s.lost) + tuple(
-            (s.fd, s.source_id) for s in self._slots)
+            (s.fd, s.source_id) for s in self._slots) + self._extra
+
+    def private(self, fd: int) -> int | None:
+        """llmrepl's own copy of fd 0/1/2 (None when there is none, or it was lost)."""
+        for slot in self._slots:
+            if slot.fd == fd and not slot.lost:
+                return slot.private
+        return None
+
+    def route(self, fd: int, source: int | None) -> None:
+        """From now on, put ``fd`` back as a copy of ``source`` (an fd llmrepl owns: the
+        output capture's pipe); None: as llmrepl's copy of the terminal again."""
+        for slot in self._slots:
+            if slot.fd == fd and not slot.devnull:
+                slot.route = source
+                slot.source_id = slot.private_id if source is None else fd_ident(source)
+        self._rewatch()
+
+    def attach(self, mend: Callable[[list[str]], None] | None,
+               watched: tuple[tuple[int, tuple[int, int] | None], ...]) -> None:
+        """``watched``: more fds the check after each cell compares (fd, what it is open on);
+        when one differs, ``mend`` runs before fds 0/1/2 are put back (None: detach)."""
+        self._mend, self._extra = mend, watched
+        self._rewatch()
 
     def _open(self, fd: int, private: int) -> TextIO:
         std = self._std[fd]
@@ -155,6 +186,13 @@ class TerminalStreams:
                     blocking.append(slot.name)
             except OSError:
                 pass
+            try:  # fd 1/2 itself: the output capture's pipe, shared with every program a cell
+                if slot.fd != 0 and not _get_blocking(slot.fd):  # starts ("head: Resource
+                    _set_blocking(slot.fd, True)  # temporarily unavailable" in a later cell)
+                    if slot.name not in blocking:
+                        blocking.append(slot.name)
+            except OSError:
+                pass
         if blocking:
             repairs.append(f"{'/'.join(blocking)} was left non-blocking; made blocking again")
         std, sys_ = self._std, _sys
@@ -166,7 +204,11 @@ class TerminalStreams:
             intact = False
         if not intact:
             self._repair_std(repairs)
-        for stream in (std[1], std[2]):  # what a cell wrote there comes out now, in order
+        self.flush_std()
+
+    def flush_std(self) -> None:
+        """What a cell wrote to ``sys.__stdout__``/``__stderr__`` comes out now, in order."""
+        for stream in (self._std[1], self._std[2]):
             try:
                 if stream is not None:
                     stream.flush()
@@ -176,10 +218,12 @@ class TerminalStreams:
     def _repair_fds(self, repairs: list[str]) -> None:
         slots = self._slots
         for slot in slots:
-            if not slot.lost and _ident(slot.private) != slot.private_id:
+            if not slot.lost and fd_ident(slot.private) != slot.private_id:
                 self._recover(slot, repairs)
+        if self._mend is not None:  # the output capture's pipes, before they are put back
+            self._mend(repairs)
         for slot in slots:
-            now = _ident(slot.fd)
+            now = fd_ident(slot.fd)
             if now != slot.source_id and slot.put_back():
                 how = "closed" if now is None else "redirected"
                 repairs.append(f"fd {slot.fd} ({slot.name}) was {how}; restored")
@@ -190,7 +234,7 @@ class TerminalStreams:
         same number, from whatever still refers to the same terminal or pipe."""
         want = slot.private_id
         for fd in (slot.fd, *(s.private for s in self._slots), *(s.fd for s in self._slots)):
-            if fd != slot.private and _ident(fd) == want:
+            if fd != slot.private and fd_ident(fd) == want:
                 _dup2(fd, slot.private, inheritable=False)
                 repairs.append(f"llmrepl's own copy of {slot.name} was closed; restored")
                 return
@@ -198,7 +242,7 @@ class TerminalStreams:
             try:
                 fd = os.open(slot.tty, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
                 try:
-                    if _ident(fd) == want:
+                    if fd_ident(fd) == want:
                         _dup2(fd, slot.private, inheritable=False)
                         repairs.append(f"llmrepl's own copy of {slot.name} was closed; reopened the terminal")
                         return

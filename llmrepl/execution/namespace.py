@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "Quitter",
+    "bounded_call",
     "bounded_repr",
     "is_user_name",
     "module_dict",
@@ -50,6 +51,7 @@ _monotonic = time.monotonic
 _get_ident = threading.get_ident
 _MAIN_IDENT = threading.main_thread().ident
 _REFIRE = 0.5  # at most this long between alarms once the limit has passed
+_OUTPUTS = "llmrepl.execution.outputs"  # where the namespace's display() is defined
 
 
 def type_module(t: type) -> str:
@@ -76,7 +78,7 @@ class Quitter:
 
 def is_user_name(name: object, value: object) -> bool:
     """Whether ``name`` is a variable the user's code made: not a dunder, not ``_``/``_N``/
-    ``_out`` history, not the injected exit/quit, not a non-string key (``globals()[1] = 2``).
+    ``_out`` history, not the injected exit/quit/display, not a non-string key (``globals()[1] = 2``).
     The one rule for /vars, the digest and snapshots; reads the value's type through C
     descriptors, so user code cannot intercept the check."""
     if type(name) is not str:
@@ -85,8 +87,10 @@ def is_user_name(name: object, value: object) -> bool:
         return False
     if name in ("_", "_out") or (name[:1] == "_" and name[1:].isdigit()):
         return False
-    # Ours (Quitter, defined here) or site's, which a cell may have copied from builtins.
-    return not (name in ("exit", "quit") and type_module(type(value)) in (__name__, "_sitebuiltins"))
+    # Ours (Quitter, defined here; Display, in outputs) or site's, which a cell may have copied from builtins.
+    if name in ("exit", "quit"):
+        return type_module(type(value)) not in (__name__, "_sitebuiltins")
+    return not (name == "display" and type_module(type(value)) == _OUTPUTS)
 
 
 class _ReprTimeout(BaseException):
@@ -100,10 +104,17 @@ def repr_can_be_bounded() -> bool:
 
 def bounded_repr(value: object, seconds: float) -> str | None:
     """``repr(value)``, or None when it ran longer than ``seconds``: a ``__repr__`` that hangs
-    must not hang llmrepl. What the repr raises otherwise propagates.
+    must not hang llmrepl. What the repr raises otherwise propagates. See :func:`bounded_call`."""
+    done, text = bounded_call(_repr, value, seconds=seconds)
+    return text if done else None
 
-    A SIGALRM timer stops it, and fires again every ``min(seconds, 0.5)`` s after, so a repr
-    that swallows one interruption is stopped by the next; once the timer has fired the repr
+
+def bounded_call(func: Callable[..., Any], *args: Any, seconds: float) -> tuple[bool, Any]:
+    """``(True, func(*args))``, or ``(False, None)`` when it ran longer than ``seconds``: a repr
+    or a rich repr is user code and may hang. What ``func`` raises otherwise propagates.
+
+    A SIGALRM timer stops it, and fires again every ``min(seconds, 0.5)`` s after, so code
+    that swallows one interruption is stopped by the next; once the timer has fired the call
     counts as too slow even if it then returns. Main thread only (see
     :func:`repr_can_be_bounded`). A handler and a running timer that were there before (a
     cell's limit, pytest-timeout) are put back, the timer less the time spent here.
@@ -112,18 +123,18 @@ def bounded_repr(value: object, seconds: float) -> str | None:
 
     def on_alarm(signum: int, frame: FrameType | None) -> None:
         nonlocal fired
-        if armed:  # not once the repr has returned: the exception would escape from here
+        if armed:  # not once the call has returned: the exception would escape from here
             fired = True
             raise _ReprTimeout
 
     start = _monotonic()
     old_handler = _setsignal(_SIGALRM, on_alarm)
     old_delay, old_interval = _setitimer(_ITIMER_REAL, seconds, min(seconds, _REFIRE))
-    text: str | None = None
+    result: Any = None
     try:
         armed = True
         try:
-            text = _repr(value)
+            result = func(*args)
         finally:
             armed = False
     except _ReprTimeout:
@@ -133,4 +144,4 @@ def bounded_repr(value: object, seconds: float) -> str | None:
         _setsignal(_SIGALRM, _SIG_DFL if old_handler is None else old_handler)
         if old_delay > 0:  # someone else's timer keeps running
             _setitimer(_ITIMER_REAL, max(old_delay - (_monotonic() - start), 1e-6), old_interval)
-    return None if fired else text
+    return (False, None) if fired else (True, result)

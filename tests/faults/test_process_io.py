@@ -359,3 +359,101 @@ def test_non_utf8_typed_at_the_plain_prompt(server):
     r = repl.finish()
     r.assert_ok(journaled=[("cell_end", "plain-\ufffd-ok")])
     assert "surrogates" not in r.shown
+
+
+# -- issue 12, item 8: what a cell writes to fds 1 and 2 is its output ----------------------
+
+
+def test_a_childs_escape_sequences_never_reach_the_terminal(server):
+    """pty: a program the cell starts prints a window-title change and a clear-screen. The
+    terminal gets the text, not the sequences; the model and the journal get the output.
+    Before: the child wrote to the terminal itself (raw), and nobody else saw a byte of it."""
+    code = r"""import os
+os.system("printf '\\033]0;pwned\\007 \\033[2J'; echo child-""said")"""
+    server.reply(_cell(code))
+    server.reply("Seen.")
+    repl = spawn_repl(server)
+    repl.ask(MSG)
+    repl.expect(ASK)
+    repl.send("y")
+    repl.expect("child-said")
+    repl.expect(PROMPT)
+    r = repl.finish()
+    r.assert_ok(journaled=[("cell_end", "child-said")])
+    assert "\x1b]0;pwned" not in r.stdout and "\x1b[2J" not in r.stdout, r.excerpt()
+    assert any("child-said" in text for text in r.request_texts()), r.excerpt()
+
+
+def test_child_output_is_in_order_with_print_on_both_streams(server):
+    """Batch: print, a child's line, print, on stdout and on stderr: one record, in order, sent
+    to the model. Before: the child's lines were missing from the record and the request."""
+    code = ("import os, sys\nprint('a-' + '1')\nos.system('echo b-\"\"2')\nprint('c-' + '3')\n"
+            "print('d-' + '4', file=sys.stderr)\nos.system('echo e-\"\"5 >&2')\nprint('f-' + '6', file=sys.stderr)")
+    server.reply(_cell(code))
+    r = fault_run(server, [MSG], yes=True)
+    r.assert_ok(journaled=[("cell_end", "b-2"), ("cell_end", "e-5")])
+    (end,) = [e for e in _ends(r) if "b-2" in str(e.get("output"))]
+    assert "a-1\nb-2\nc-3\nd-4\ne-5\nf-6\n" in end["output"], end
+    assert any("a-1\\nb-2\\nc-3" in text for text in r.request_texts())  # JSON: escaped newlines
+    assert r.stdout.index("a-1") < r.stdout.index("b-2") < r.stdout.index("c-3")
+
+
+def test_a_child_writing_after_its_cell_is_late_output(server):
+    """pty: a background child prints after its cell ended. It is shown above the prompt and
+    journaled as late output, never in the next cell's record. Before: it went to the
+    terminal raw and was journaled nowhere."""
+    server.reply(_cell("import os\nos.system('(sleep 0.5; echo late-\"\"child) &')\nprint('cell-' + 'done')"))
+    repl = spawn_repl(server)
+    repl.ask(MSG)
+    repl.expect(ASK)
+    repl.send("y")
+    repl.expect("cell-done")
+    repl.expect("late-child")
+    repl.ask("/py print('next-' + 'cell')")
+    repl.expect("next-cell")
+    repl.expect(PROMPT)
+    r = repl.finish()
+    r.assert_ok(journaled=[("late_output", "late-child")])
+    for end in r.events("cell_end"):
+        assert "late-child" not in str(end.get("output")), end
+
+
+def test_a_cell_that_closes_fd_1_then_runs_a_program(server):
+    """Batch: a cell closes fd 1, then runs a program (which finds fd 1 closed and says so on
+    fd 2, captured). The repair puts the capture back on fd 1: the next cell's programs are
+    captured again. Before: the program's complaint and later output went nowhere."""
+    server.reply(_cell("import os\nos.close(1)\nos.system('echo to-\"\"closed')\nprint('py-' + 'still')"))
+    r = fault_run(server, [MSG, "/py import os; os.system('echo after-\"\"close')"], yes=True)
+    r.assert_ok(journaled=[("cell_end", "py-still"), ("cell_end", "after-close")], check_shown=False)
+    assert "after-close" in r.stdout
+    assert "fd 1 (stdout) was closed; restored" in _repairs(r)
+
+
+def test_an_interactive_program_cannot_hang_llmrepl(server):
+    """pty: ``os.system('vim')`` is not supported (fd 1 is a pipe, as in Jupyter), but it reads
+    the keys llmrepl leaves it and ends on ``:q!``; its screen drawing is sanitized text and
+    the prompt comes back. Before: vim drew on the terminal itself (escape sequences raw)."""
+    server.reply(_cell("import os\nprint('vim-' + 'exit', os.system('vim -u NONE -N -n'))"))
+    repl = spawn_repl(server)
+    repl.ask(MSG)
+    repl.expect(ASK)
+    repl.send("y")
+    repl.expect("Output is not to a terminal")
+    repl.send("\x1b:q!\r")
+    repl.expect("vim-exit 0", timeout=30)
+    repl.expect(PROMPT)
+    r = repl.finish()
+    r.assert_ok(journaled=[("cell_end", "vim-exit 0")], check_shown=False)
+    assert "\x1b[?1049h" not in r.stdout.split("Output is not to a terminal")[-1]  # vim's own screen switch
+
+
+def test_a_child_printing_the_key_is_redacted_like_print(server):
+    """Batch: a program the cell starts prints the API key (``echo $OPENAI_API_KEY``). Its
+    output goes through the same redactor as ``print``: the screen, the journal and the next
+    request show ``[REDACTED]``. Before: the child wrote the key to the terminal raw."""
+    server.reply(_cell("import os\nos.system('echo key-is $OPENAI_API_KEY; echo err-key $OPENAI_API_KEY >&2')"))
+    server.reply("Done.")
+    r = fault_run(server, [MSG], yes=True)
+    r.assert_ok(journaled=[("cell_end", "key-is [REDACTED]"), ("cell_end", "err-key [REDACTED]")])
+    assert "key-is [REDACTED]" in r.stdout
+    assert any("key-is [REDACTED]" in text for text in r.request_texts())
