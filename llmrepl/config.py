@@ -10,7 +10,6 @@ environment variable the config names; a key kept in the file is allowed but nev
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 import stat
@@ -26,8 +25,10 @@ if TYPE_CHECKING:
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
 
+from llmrepl.config_bounds import RANGES, check_value, coerce
+from llmrepl.config_bounds import kind as _kind
+from llmrepl.config_bounds import shown as _shown
 from llmrepl.errors import ConfigError
-from llmrepl.redact import safe_url
 
 __all__ = [
     "ModelConfig",
@@ -72,6 +73,8 @@ class ReplConfig:
     vi_mode: bool = False
     snapshots: bool = False
     digest_tokens: int = 1000
+    inline_images: str = "auto"  # figures drawn in the terminal: "auto" (if it can), "on", "off"
+    send_images: bool = False  # figures go to the model as image parts, not only described
 
 
 @dataclass(frozen=True)
@@ -94,34 +97,10 @@ class Config:
 
 _SECTIONS: dict[str, type] = {"model": ModelConfig, "repl": ReplConfig, "exec": ExecConfig}
 
-# (lowest, highest) of every number, from any source: exec.timeout = 1e300 overflowed the cell
-# timer; sizes are what the largest models have, with room to spare.
-_DAY = 86_400.0
-_RANGES: dict[str, tuple[float, float]] = {
-    "model.temperature": (0, 2),
-    "model.context_window": (256, 10_000_000),  # the request budget never goes below 256 tokens
-    "model.max_output_tokens": (1, 1_000_000),
-    "model.timeout": (0.001, _DAY),
-    "model.input_price": (0, 10_000),
-    "model.output_price": (0, 10_000),
-    "repl.max_steps": (1, 100),
-    "repl.digest_tokens": (0, 100_000),
-    "exec.timeout": (0.001, _DAY),  # or 0 = none (1e-9 made the timer fire every µs: a hang)
-    "exec.max_output_chars": (1, 10_000_000),
-}
-_ZERO_IS_NONE = {"exec.timeout"}
-_UNITS = {"model.timeout": " seconds (one day)", "exec.timeout": " seconds (one day)"}
-# Longest value of each string key (a model name can be a path, a key a long token), and what
-# none may hold: C0, DEL and C1 controls, zero-width and bidi marks, which would otherwise reach
-# the terminal, a request line or a header. The pattern is compiled on first use.
-_MAX_CHARS = {"model.name": 1000, "model.base_url": 2048, "model.api_key_env": 256,
-              "model.api_key": 16_384, "model.encoding": 100}
-_CONTROL = r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]"
 _MAX_FILE_BYTES = 1 << 20  # a config file is a few lines; a bigger one is a mistake (or an attack)
-_NON_EMPTY = {"model.name", "model.api_key_env", "model.encoding", "model.api_key"}
-_SECRET = {"model.api_key"}
 _ENV_KEYS = {"OPENAI_BASE_URL": "model.base_url", "LLMREPL_MODEL": "model.name",
-             "LLMREPL_FIND_LOCAL": "model.find_local"}
+             "LLMREPL_FIND_LOCAL": "model.find_local", "LLMREPL_INLINE_IMAGES": "repl.inline_images"}
+_RANGES = RANGES  # the bounds live in config_bounds; these names stay for the tests
 
 
 _BASE_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
@@ -145,91 +124,11 @@ def _field_types() -> dict[str, tuple[type, bool]]:
 
 
 _TYPES = _field_types()
-_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
-
-
-def _kind(value: object) -> str:
-    """The TOML name of a value's type, for messages."""
-    if isinstance(value, bool):
-        return "boolean"
-    for cls, word in ((str, "string"), (int, "integer"), (float, "float"), (list, "array"),
-                      (dict, "table")):
-        if isinstance(value, cls):
-            return word
-    return "date/time" if hasattr(value, "isoformat") else type(value).__name__
-
-
-def _shown(value: object) -> str:
-    """A value for a message: at most 60 characters on one line, control characters escaped."""
-    if isinstance(value, (list, dict)):
-        import reprlib  # only to explain a mistake; its repr stops at a few levels of nesting
-
-        text = reprlib.repr(value)
-    else:
-        try:
-            text = repr(value)
-        except ValueError:  # an integer of thousands of digits
-            text = "a number too long to show"
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _num(bound: float) -> str:
-    return f"{int(bound):,}" if bound == int(bound) else f"{bound:g}"
-
-
-def _is_a(value: object, base: type) -> bool:
-    """Type test where bools are not numbers and ints are floats."""
-    if base is bool or isinstance(value, bool):
-        return base is bool and isinstance(value, bool)
-    if base is float:
-        return isinstance(value, (int, float))
-    return isinstance(value, base)
 
 
 def _check(where: str, key: str, value: object) -> object:
     """Validate one value for ``key``; return it (ints widened to float where needed)."""
-    base = _TYPES[key][0]
-    kind = _kind(value)
-    shown = safe_url(value) if key == "model.base_url" and isinstance(value, str) else value  # no user:password@
-    got = ("an " if kind[:1] in "aeiou" else "a ") + kind if key in _SECRET else f"{_shown(shown)} ({kind})"
-    if not _is_a(value, base):
-        raise ConfigError(f"{where}: {key} must be {_TYPE_WORDS[base]}, got {got}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{where}: {key} must be a finite number, got {got}")
-    if isinstance(value, str):
-        if key in _NON_EMPTY and not value.strip():
-            raise ConfigError(f"{where}: {key} must not be empty")
-        _check_text(where, key, value, got)
-        if key == "model.base_url" and not re.match(r"https?://[^/\s]", value):
-            raise ConfigError(
-                f"{where}: {key} must be an http:// or https:// URL, got {got}"
-                " (for example \"http://localhost:11434/v1\")"
-            )
-    if key in _RANGES and isinstance(value, (int, float)):
-        _check_range(where, key, value, got)
-    return float(value) if base is float else value  # type: ignore[arg-type]  # in range: no overflow
-
-
-def _check_range(where: str, key: str, value: float, got: str) -> None:
-    """Every number has both ends bounded (ints compared exactly: 10**400 cannot overflow here)."""
-    low, high = _RANGES[key]
-    if low <= value <= high or (value == 0 and key in _ZERO_IS_NONE):
-        return
-    span = f"between {_num(low)} and {_num(high)}{_UNITS.get(key, '')}"
-    if key in _ZERO_IS_NONE:
-        span = "0 (no limit) or " + span
-    raise ConfigError(f"{where}: {key} must be {span}, got {got}")
-
-
-def _check_text(where: str, key: str, value: str, got: str) -> None:
-    """A string setting is one short line: no control or invisible formatting characters."""
-    limit = _MAX_CHARS.get(key)
-    if limit is not None and len(value) > limit:
-        raise ConfigError(f"{where}: {key} must be at most {limit:,} characters, got {len(value):,}")
-    if re.search(_CONTROL, value):
-        shown = "" if key in _SECRET else f", got {got}"
-        raise ConfigError(f"{where}: {key} must not contain control or invisible formatting "
-                          f"characters (line breaks, tabs, bidi marks){shown}")
+    return check_value(where, key, value, _TYPES[key][0])
 
 
 def _suggest(key: str, choices: list[str]) -> str:
@@ -350,16 +249,7 @@ def flag_value(key: str, text: str) -> object:
 
 def _coerce_flag(key: str, value: object) -> object:
     """Values from flags and the environment arrive as strings: turn them into the key's type."""
-    base, _ = _TYPES[key]
-    if not isinstance(value, str) or base is str:
-        return value
-    text = value.strip().lower()
-    if base is bool and text in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-        return text in ("true", "yes", "on", "1")
-    try:
-        return int(text) if base is int else float(text) if base is float else value
-    except ValueError:
-        return value
+    return coerce(key, _TYPES[key][0], value)
 
 
 def _path_from(env: Mapping[str, str], name: str) -> Path | None:

@@ -22,6 +22,11 @@ if hasattr(signal, "SIGQUIT"):
     signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
+_TERMINAL_IDS = ("TERM_PROGRAM", "TERM_PROGRAM_VERSION", "LC_TERMINAL", "KITTY_WINDOW_ID",
+                 "GHOSTTY_RESOURCES_DIR", "KONSOLE_VERSION", "WT_SESSION", "MLTERM", "XTERM_VERSION",
+                 "TMUX", "STY")
+
+
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No real keys, no user config, state in a temp folder, no colour, no CPR waits, no probe.
@@ -30,6 +35,10 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     for name in list(os.environ):
         if name.startswith(("OPENAI_", "LLMREPL_")) or name in ("NO_COLOR", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
             monkeypatch.delenv(name, raising=False)
+    # The terminal the tests run in (kitty, iTerm2, VS Code, tmux...) must not decide whether
+    # a child draws images (terminal/images.py): a test that wants one names it.
+    for name in _TERMINAL_IDS:
+        monkeypatch.delenv(name, raising=False)
     home = tmp_path / "state"
     monkeypatch.setenv("LLMREPL_HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))

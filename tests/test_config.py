@@ -511,3 +511,38 @@ def test_flag_values_are_checked_by_the_config() -> None:
         with pytest.raises(ConfigError) as info:
             flag_value(key, text)
         assert str(info.value) == expected
+
+
+# ---------------------------------------------------------------- images (issue 12)
+
+
+def test_inline_images_and_send_images(tmp_path: Path) -> None:
+    base = {"XDG_CONFIG_HOME": str(tmp_path)}
+    cfg = load_config(env=base)
+    assert (cfg.repl.inline_images, cfg.repl.send_images) == ("auto", False)
+    p = write(tmp_path, '[repl]\ninline_images = "off"\nsend_images = true\n')
+    cfg = load_config(p, env={})
+    assert (cfg.repl.inline_images, cfg.repl.send_images) == ("off", True)
+    assert load_config(env={**base, "LLMREPL_INLINE_IMAGES": " ON "}).repl.inline_images == "on"
+    assert load_config(p, env={"LLMREPL_INLINE_IMAGES": "auto"}).repl.inline_images == "auto"  # env > file
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('[repl]\ninline_images = "sometimes"\n',
+     'repl.inline_images must be "auto", "on" or "off", got \'sometimes\' (string)'),
+    ("[repl]\ninline_images = true\n", "repl.inline_images must be a string, got True (boolean)"),
+    ('[repl]\ninline_images = "on\\u001b[2J"\n', "repl.inline_images must not contain control"),
+    ('[repl]\nsend_images = "yes"\n', "repl.send_images must be true or false, got 'yes' (string)"),
+    ('[repl]\ninline_image = "on"\n', "unknown key 'repl.inline_image' (did you mean 'repl.inline_images'?)"),
+])
+def test_image_keys_are_checked(tmp_path: Path, text: str, expected: str) -> None:
+    p = write(tmp_path, text)
+    message = config_error(p)
+    assert message.startswith(f"{p}: {expected}") and "\x1b" not in message
+
+
+def test_inline_images_from_the_environment_is_checked(tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path), "LLMREPL_INLINE_IMAGES": "kitty"}
+    with pytest.raises(ConfigError, match=r'^environment variable LLMREPL_INLINE_IMAGES: repl.inline_images '
+                                          r'must be "auto", "on" or "off", got \'kitty\' \(string\)$'):
+        load_config(env=env)

@@ -1,20 +1,25 @@
-"""Rendering: completed lines only, Python highlighted, plain without colour; the sanitizer."""
+"""Rendering: streamed Markdown, Python highlighted, plain without colour; the sanitizer."""
 
 from __future__ import annotations
 
 import pytest
 
-from llmrepl.terminal.render import StreamRenderer, highlight_code
+from llmrepl.terminal.markdown import MarkdownStream, render_markdown
+from llmrepl.terminal.render import highlight_code
 from llmrepl.terminal.sanitize import sanitize
 
 
-def test_plain_output_is_exactly_the_text_once_per_completed_line():
+def StreamRenderer(color: bool) -> MarkdownStream:  # noqa: N802 - the old name, for these tests
+    return MarkdownStream(color)
+
+
+def test_plain_output_is_exactly_the_text_and_streams_within_the_line():
     r = StreamRenderer(color=False)
     text = "Here:\n```python\nx = 1\n```\nDone."
     out = [r.feed(text[i : i + 3]) for i in range(0, len(text), 3)]
     assert "".join(out) + r.finish() == text + "\n"
     assert all("\x1b" not in piece for piece in out)
-    assert r.feed("no newline yet") == ""
+    assert r.feed("no newline yet") == "no newline yet"  # within the line, not at its end
 
 
 def test_code_lines_are_highlighted_and_prose_is_not_run_through_python_lexer():
@@ -100,3 +105,58 @@ def test_renderer_shows_a_lone_carriage_return_as_the_line_break_python_sees():
 def test_renderer_joins_a_crlf_split_across_deltas():
     r = StreamRenderer(color=False)
     assert r.feed("one\r") + r.feed("\ntwo\r\n") + r.finish() == "one\ntwo\n"
+
+
+# -- Markdown ----------------------------------------------------------------------------------
+
+def test_markdown_marks_are_rendered_not_shown():
+    out = render_markdown("Some **bold**, *em*, ~~old~~ and a [link](https://e.x/a).\n", color=False)
+    assert out == "Some bold, em, old and a link (https://e.x/a).\n"
+    lit = render_markdown("Some **bold** and *em*\n", color=True)
+    assert "\x1b[0;1mbold" in lit and "\x1b[0;3mem" in lit and "*" not in lit
+
+
+def test_literal_stars_and_underscores_stay():
+    text = "snake_case_name, 2*3*4 = 24, a * b stays\n"
+    assert render_markdown(text, color=False) == text
+
+
+def test_inline_code_keeps_its_backticks_without_colour_and_is_styled_with_it():
+    assert render_markdown("run `df.head()` now\n", color=False) == "run `df.head()` now\n"
+    lit = render_markdown("run `df.**x**` now\n", color=True)
+    assert "\x1b[0;36mdf.**x**" in lit  # nothing inside a code span is markup
+
+
+def test_lists_are_indented_and_headings_lose_their_hashes():
+    out = render_markdown("## Steps\n- load\n  - parse\n1. sum\n", color=False)
+    assert out == "Steps\n  • load\n    ◦ parse\n  1. sum\n"
+    assert render_markdown("- a\n", color=False, ascii=True) == "  - a\n"
+
+
+def test_prose_wraps_at_word_boundaries():
+    text = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu\n"
+    out = render_markdown(text, color=False, width=20)
+    assert all(len(line) <= 20 for line in out.splitlines())
+    assert out.split() == text.split()  # no word was cut
+
+
+def test_a_link_is_text_and_url_never_an_osc_8_hyperlink():
+    out = render_markdown("[click](javascript:alert\x1b]8;;x\x07)\n", color=True)
+    assert "\x1b]" not in out and "\x07" not in out
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7])
+def test_streaming_in_any_pieces_gives_the_same_text(size):
+    text = "# T\nSome **bold** `c` [l](u) text\n- item\n```python\nx = 1\n```\nend"
+    r = MarkdownStream(color=False)
+    out = "".join(r.feed(text[i:i + size]) for i in range(0, len(text), size)) + r.finish()
+    assert out == render_markdown(text, color=False)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8])
+def test_an_escape_sequence_cut_by_a_delta_never_shows_a_piece(size):
+    attack = "\x1b]52;c;ZWNobyBwd25lZA==\x07\x1b]0;pwned\x1b\\\x9d2;c1-title\x9c\x1b[21t\x9b2J"
+    text = f"Here {attack}VISIBLE done.\nnext {attack}line"
+    r = MarkdownStream(color=False)
+    out = "".join(r.feed(text[i:i + size]) for i in range(0, len(text), size)) + r.finish()
+    assert out == "Here VISIBLE done.\nnext line\n"

@@ -165,3 +165,61 @@ def test_the_answer_cap_marks_the_code_as_cut_and_the_tail_is_sanitized():
     assert display.code_cut and "TAIL\n" in out.getvalue() and "\x1b" not in out.getvalue()
     display.tool_code("x = 1")
     assert not display.code_cut and "run_python:\nx = 1\n" in out.getvalue()
+
+
+# -- what the screen shows (issue 12) -------------------------------------------------------------
+
+def test_cell_status_line_and_a_blank_line_only_between_a_cell_and_the_models_words(ui_factory, tmp_path):
+    session, model, out, display = ui_factory("```python\nz = 40 + 2\nz\n```", "z is **42**", "hi")
+    run_keys(session, display, "make z\ry/py q = 1\rhello\r\x04", tmp_path)
+    rows = out.getvalue().split("\n")
+    at = next(i for i, r in enumerate(rows) if r.startswith("Out[1]: 42"))
+    assert rows[at + 1].startswith("✓ cell 1 · ") and rows[at + 2] == "" and rows[at + 3] == "z is 42"
+    after_py = next(i for i, r in enumerate(rows) if r.startswith("✓ cell 2 · "))
+    assert rows[after_py + 1] == "hi"  # the prompt came between: no blank line there
+
+
+def test_the_spinner_keeps_off_a_cells_input_question(tmp_path):
+    display = TerminalDisplay(io.StringIO(), color=False, spinner=True)
+    session = Session(ScriptedModel([]), Executor(sink=None), display=display)
+    with create_pipe_input() as inp:
+        ui = TerminalUI(session, display, history_path=tmp_path / "history", input=inp, output=DummyOutput())
+        seen: list[str] = []
+
+        def ask(prompt: str) -> str:
+            seen.append(display.out.getvalue().rsplit("\r\x1b[K", 1)[-1])
+            return "Ada"
+
+        ui.reviewer.ask_input = ask  # type: ignore[method-assign]
+        display.busy("running cell 1")  # drawn at once (no delay)
+        assert "running cell 1" in display.out.getvalue()
+        assert ui._ask_input("Name? ") == "Ada"
+        assert seen == [""]  # erased before the question was asked, and not drawn during it
+        display.busy(None)
+
+
+def test_plain_front_end_has_the_same_markdown_and_status_line_and_no_escapes():
+    from llmrepl.terminal.plain import run_plain
+
+    out = io.StringIO()
+    display = TerminalDisplay(out, color=False)
+    session = Session(ScriptedModel(["Use **this**:\n- one"]), Executor(sink=None), display=display)
+    assert run_plain(session, display, stdin=io.StringIO("/py 1 + 1\nhello\n")) == 0
+    text = out.getvalue()
+    assert "\x1b" not in text
+    # (a terminal echoes the typed line and its newline: nothing more is written before Out[1])
+    assert "llm> Out[1]: 2\n✓ cell 1 · " in text
+    assert "llm> Use this:\n  • one\n" in text
+
+
+def test_tables_follow_the_screen_width_after_a_resize(ui_factory, tmp_path):
+    pytest.importorskip("pandas")
+    code = ("```python\nimport pandas as pd\n"
+            "df = pd.DataFrame({f'column_{i}': range(3) for i in range(12)})\ndf\n```")
+    session, model, out, display = ui_factory(code, "done")
+    session.executor.display_width = 200  # the width at start-up
+    display.width = 50  # the window was narrowed before the next message
+    assert run_keys(session, display, "show it\ry\x04", tmp_path) == 0
+    table = out.getvalue().split("Out[1]:", 1)[1].split("cell 1", 1)[0]
+    assert max(len(line) for line in table.splitlines()) <= 50, table
+    assert "column_0" in table and "..." in table

@@ -26,6 +26,7 @@ from llmrepl.model.error_map import (
     host_of,
     to_model_error,
 )
+from llmrepl.model.retry import retry_delay, retry_reason
 from llmrepl.redact import safe_url
 
 __all__ = [
@@ -213,7 +214,9 @@ class OpenAIModel:
         self.temperature = temperature
         self.max_output_tokens = max_output_tokens
         self.timeout = timeout
-        self.max_retries = max_retries
+        self.max_retries = max_retries  # ours (model/retry.py), shown as they happen; the SDK's are off
+        # called before each retry's wait with what went wrong and how long the wait is
+        self.on_retry: Callable[[str, float], None] | None = None
         self.deadline = max(timeout * 5, 300.0)  # total per answer: the SDK timeout is per read
         self.unsupported: dict[str, set[str]] = {}  # model -> request parameters it rejected
         self._api_key = api_key or None
@@ -246,7 +249,7 @@ class OpenAIModel:
                         api_key=self._api_key or NO_KEY_PLACEHOLDER,
                         base_url=self.base_url,
                         timeout=self._timeout(),
-                        max_retries=self.max_retries,
+                        max_retries=0,  # retried in complete(), visibly
                     )
                     self._built_for = (self.base_url,)
                 except openai.OpenAIError as e:
@@ -297,18 +300,30 @@ class OpenAIModel:
         try:
             client = self._get_client()
             dropped: set[str] = set()
+            retries = 0
             while True:
                 kwargs = self._request(messages, tools)
+                if retries:  # what the SDK would send on its own retries
+                    kwargs["extra_headers"] = {"x-stainless-retry-count": str(retries)}
                 try:
                     if self.stream:
                         return self._streamed(client, kwargs, answer)
                     return self._whole(client, kwargs, answer)
                 except Exception as e:
                     param = None if answer.streaming else self._rejected_param(e, kwargs)
-                    if param is None or param in dropped:
+                    if param is not None and param not in dropped:
+                        dropped.add(param)
+                        self.unsupported.setdefault(self.model, set()).add(param)
+                        continue
+                    wait = None
+                    if not answer.streaming and not answer.parts and retries < self.max_retries:
+                        wait = retry_delay(e, retries)
+                    if wait is None:
                         raise
-                    dropped.add(param)
-                    self.unsupported.setdefault(self.model, set()).add(param)
+                    retries += 1
+                    if self.on_retry is not None:
+                        self.on_retry(retry_reason(e), wait)
+                    time.sleep(wait)  # Ctrl-C here ends the request like Ctrl-C while waiting
         except KeyboardInterrupt:
             return answer.result(interrupted=True, model=self.model)
         except _CallbackError as e:

@@ -9,18 +9,25 @@ notices and listings that quote them) goes through ``sanitize`` on its way to ``
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
+import re
 import threading
+import time
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TextIO
 
-from llmrepl.terminal.render import StreamRenderer, highlight_code, style
+from llmrepl.terminal.render import highlight_code, style
 from llmrepl.terminal.sanitize import sanitize
+from llmrepl.terminal.spinner import Spinner, elapsed
 
 if TYPE_CHECKING:
     from llmrepl.engine.session import Session
     from llmrepl.execution.executor import ExecResult
     from llmrepl.model.client import Completion
+    from llmrepl.terminal.markdown import MarkdownStream
 
 __all__ = ["TerminalDisplay"]
 
@@ -69,20 +76,56 @@ class _Limit:
         return skipped, tail
 
 
+def figure_line(meta: dict[str, Any], ascii: bool = False) -> str:
+    """``[figure 3 · 640×480 · /path/figure-003.png]`` (sanitized: the path is foreign)."""
+    dot, times = (" - ", "x") if ascii else (" · ", "×")
+    path = str(meta.get("filename") or "")
+    m = re.search(r"figure-0*(\d+)\.png$", path)
+    parts = [f"figure {m.group(1)}" if m else "image"]
+    w, h = meta.get("width"), meta.get("height")
+    if type(w) is int and type(h) is int and 0 < w <= 10**6 and 0 < h <= 10**6:  # no 5,000-digit int
+        parts.append(f"{w}{times}{h}")
+    if path:  # one line, whatever the name holds (a newline would start a line of its own)
+        parts.append(path.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r"))
+    return sanitize("[" + dot.join(parts) + "]")
+
+
+def _plain_of(item: Any) -> str:
+    text = item.data.get("text/plain") if isinstance(item.data, dict) else None
+    return str(text if text is not None else getattr(item, "text", ""))
+
+
 def _not_shown(skipped: int, what: str) -> str:
     return f"\nllmrepl: [... {skipped:,} characters of {what} not shown ...]\n"
 
 
 class TerminalDisplay:
-    """Implements ``session.Display`` by writing rendered text to ``out``."""
+    """Implements ``session.Display`` by writing rendered text to ``out``.
 
-    def __init__(self, out: TextIO, *, color: bool = False, err: TextIO | None = None) -> None:
+    ``width``: columns to wrap prose at (None: the terminal's, read at each answer; no
+    wrapping into a pipe). ``spinner``: show one while waiting (default: with colour, which
+    the app turns on only for a terminal). ``images``: the inline-image protocol (kitty,
+    iterm2, sixel), set by the app; None shows a figure as its saved path."""
+
+    def __init__(self, out: TextIO, *, color: bool = False, err: TextIO | None = None, width: int | None = None,
+                 spinner: bool | None = None, ascii: bool | None = None) -> None:
         self.out = out
         self.err = err or out
         self.color = color
+        self.width = width
+        self.images: str | None = None
+        if ascii is None:
+            encoding = (getattr(out, "encoding", None) or "utf-8").lower().replace("-", "")
+            ascii = "utf" not in encoding or os.environ.get("TERM") == "dumb"
+        self.ascii = ascii
         self._lock = threading.RLock()
-        self._renderer: StreamRenderer | None = None
+        self._renderer: MarkdownStream | None = None
         self._at_line_start = True
+        self._after_cell = False  # a cell's result was the last thing shown: a blank line before prose
+        self._spinner: Spinner | None = None
+        if color if spinner is None else spinner:
+            self._spinner = Spinner(self._raw, self._lock, ready=self._free_line, columns=self.columns,
+                                    ascii=self.ascii, color=color)
         self._cell_limit = _Limit(head=200_000, tail=20_000)
         self._answer_limit = _Limit(head=200_000, tail=4_000)
         self._colored = False  # cell output left SGR colour on: reset it before llmrepl writes
@@ -98,6 +141,9 @@ class TerminalDisplay:
         if not text:
             return
         with self._lock:  # threads a cell left running write here too
+            if self._spinner is not None:
+                self._spinner.hide()
+            self._after_cell = False
             self._write(text, stream)
 
     def _write(self, text: str, stream: TextIO | None) -> None:
@@ -113,6 +159,86 @@ class TerminalDisplay:
             pass  # a closed pipe must not end the session
         self._at_line_start = text.endswith("\n")
 
+    def _raw(self, text: str) -> None:
+        """The spinner's bytes: written as they are, no state changed (the lock is held)."""
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _free_line(self) -> bool:
+        return self._at_line_start and self._redirect is None
+
+    def columns(self) -> int | None:
+        """The width to wrap at: as given, else the terminal's (None for a pipe or a file)."""
+        if self.width:
+            return self.width
+        try:
+            if self.out.isatty():
+                return os.get_terminal_size(self.out.fileno()).columns or None
+        except (AttributeError, OSError, ValueError):
+            pass
+        return None
+
+    def rows(self) -> int:
+        try:
+            return os.get_terminal_size(self.out.fileno()).lines or 24
+        except (AttributeError, OSError, ValueError):
+            return 24
+
+    # -- waiting ------------------------------------------------------------------------
+
+    def busy(self, label: str | None, *, delay: float = 0.0) -> None:
+        """Show a spinner with ``label`` and the elapsed time (None ends it). With a ``delay``
+        (a running cell) it shows after that long of quiet, and comes back after output."""
+        with self._lock:
+            if self._spinner is None:
+                return
+            if label is None:
+                self._spinner.stop()
+                return
+            if self._redirect is None:
+                self._line_start()
+                self._spinner.start(sanitize(label), delay=delay, persistent=delay > 0)
+
+    def settle(self) -> None:
+        """The prompt is about to be drawn: no spinner, and what comes next is the person's."""
+        self.busy(None)
+        self._after_cell = False
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No spinner while something else draws on the line (a cell's ``input()`` prompt)."""
+        spinner = self._spinner
+        if spinner is None:
+            yield
+            return
+        spinner.pause()
+        try:
+            yield
+        finally:
+            spinner.resume()
+
+    def retrying(self, reason: str, seconds: float) -> None:
+        """The model client waits ``seconds`` before trying again (``reason``: "rate limited")."""
+        reason = sanitize(reason)
+        with self._lock:
+            if self._spinner is None:
+                self.write(f"llmrepl: {reason}, retrying in {math.ceil(seconds)} s\n", self.err)
+                return
+            until = time.monotonic() + seconds
+
+            def label(now: float) -> str:
+                return f"{reason}, retrying in {max(math.ceil(until - now), 0)} s"
+
+            self._spinner.start(label, keep_time=True)
+
+    def line_typed(self) -> None:
+        """The person ended a line the terminal echoed (the plain front end): the cursor is at
+        the start of a line now, though llmrepl's last write was a prompt."""
+        self._at_line_start = True
+
     def clear_line(self) -> None:
         """Erase the current terminal line (the early prompt the real one replaces)."""
         self.write("\r\x1b[K")
@@ -126,7 +252,15 @@ class TerminalDisplay:
 
     def answer_start(self) -> None:
         self._line_start()
-        self._renderer = StreamRenderer(self.color)  # it sanitizes each completed line
+        if self._after_cell:  # the model's prose never runs on from the cell's result
+            self._after_cell = False
+            self.write("\n")
+        # it sanitizes every delta; wraps prose at the terminal's width, read now (a resize
+        # between answers is followed). Imported here, off the way to the first prompt (the
+        # warm-up thread imports it while the person types).
+        from llmrepl.terminal.markdown import MarkdownStream
+
+        self._renderer = MarkdownStream(self.color, self.columns(), ascii=self.ascii)
         self.code_cut = False
 
     def answer_text(self, delta: str) -> None:
@@ -137,6 +271,8 @@ class TerminalDisplay:
         self.write(self._renderer.feed(self._answer_limit.take(delta)))
 
     def answer_end(self, completion: Completion | None) -> None:
+        if self._spinner is not None:
+            self._spinner.stop()
         if self._renderer is not None:
             self.write(self._renderer.finish())
             self._renderer = None
@@ -213,6 +349,8 @@ class TerminalDisplay:
                 self._at_line_start = at_start
 
     def cell_result(self, result: ExecResult) -> None:
+        if self._spinner is not None:
+            self._spinner.stop()
         skipped, tail = self._cell_limit.flush()
         if skipped:
             what = f"cell {result.cell}'s output (_out[{result.cell}] keeps up to 1M)"
@@ -220,8 +358,13 @@ class TerminalDisplay:
             self._draw_output("stdout", tail)
         self.end_output()
         self._line_start()
-        if result.value_repr is not None:
-            self.write(sanitize(result.value_repr) + "\n")
+        value = getattr(result, "value_data", None)
+        if value is not None and "image/png" in value.data:
+            self.write(self._out_label(result.cell, ""))
+            self.cell_display(value)
+        elif result.value_repr is not None:
+            text = sanitize(getattr(value, "screen", None) or result.value_repr).rstrip("\n")
+            self.write(self._out_label(result.cell, text) + text + "\n")
         if result.timed_out:
             self.notice(f"cell {result.cell} stopped: it ran past the time limit (the namespace is intact)", "warning")
         elif result.interrupted:
@@ -230,6 +373,78 @@ class TerminalDisplay:
             self.write(style(sanitize(result.error).rstrip("\n"), "red", self.color) + "\n")
         if result.repairs:
             self.notice("restored after the cell: " + "; ".join(result.repairs))
+        self.write(self.status_line(result) + "\n")
+        self._after_cell = True
+
+    def _out_label(self, cell: int, text: str) -> str:
+        """``Out[3]: `` as IPython writes it (on a line of its own before a multi-line value)."""
+        label = style(f"Out[{cell}]:", "red", self.color)
+        return label + ("\n" if "\n" in text or not text else " ")
+
+    def status_line(self, result: ExecResult) -> str:
+        """``✓ cell 9 · 0.57 s``, ``✗ KeyError · 0.01 s``, ``✗ cell 4 interrupted · 3.2 s``."""
+        ok, bad, dot = ("ok", "error:", "-") if self.ascii else ("✓", "✗", "·")
+        took = elapsed(result.duration)
+        if result.timed_out:
+            text, color = f"{bad} cell {result.cell} timed out {dot} {took}", "yellow"
+        elif result.interrupted:
+            text, color = f"{bad} cell {result.cell} interrupted {dot} {took}", "yellow"
+        elif result.error:
+            kind = sanitize(result.error_type or "error")
+            text, color = f"{bad} {kind} {dot} {took}", "red"
+        else:
+            text, color = f"{ok} cell {result.cell} {dot} {took}", "green"
+        if not self.color:
+            return text
+        mark, _, rest = text.partition(" ")
+        return style(mark, color, True) + " " + style(rest, "dim", True)
+
+    def cell_display(self, item: Any) -> None:
+        """One rich output of a cell (``display()``, a figure, a value's bundle): an image
+        inline when the terminal can show one, else a line naming the saved file; a table at
+        the screen's width; Markdown rendered; anything else as its text/plain."""
+        with self._lock:
+            redirect = self._redirect
+            if redirect is not None:  # a thread the cell left running, while the prompt is up
+                redirect("stdout", _plain_of(item) + "\n")
+                return
+            self.end_output()
+            self._line_start()
+            data, meta = item.data, item.metadata
+            png = data.get("image/png")
+            if isinstance(png, (bytes, bytearray)):
+                self._image(bytes(png), meta, item)
+            elif getattr(item, "screen", None):
+                self.write(sanitize(item.screen).rstrip("\n") + "\n")
+            elif isinstance(data.get("text/markdown"), str):
+                from llmrepl.terminal.markdown import render_markdown
+
+                self.write(render_markdown(data["text/markdown"], self.color, self.columns(), ascii=self.ascii))
+            else:
+                self.write(sanitize(_plain_of(item)).rstrip("\n") + "\n")
+
+    def _image(self, png: bytes, meta: dict[str, Any], item: Any) -> None:
+        if self.images:
+            from llmrepl.terminal.images import ImagesUnavailable, cell_pixels, encode_image
+
+            try:
+                try:
+                    cell_px = cell_pixels(self.out.fileno())
+                except (OSError, ValueError):  # not a terminal (a test's StringIO)
+                    cell_px = None
+                cols = self.columns() or 80
+                drawn = encode_image(png, self.images, max_cols=cols, max_rows=max(self.rows() * 2 // 3, 5),
+                                     cell_px=cell_px)
+            except ImagesUnavailable as exc:  # the sixel encoder is not installed: say so once
+                self.images = None
+                self.notice(str(exc), "warning")
+                drawn = ""
+            except Exception:  # a PNG the encoder cannot read: the path will do
+                drawn = ""
+            if drawn:
+                self.write(drawn + "\n")  # our own escape, built from the PNG's bytes
+                return
+        self.write(style(figure_line(meta, self.ascii), "dim", self.color) + "\n")
 
     def notice(self, text: str, level: str = "info") -> None:
         """One ``llmrepl: ...`` line; ``text`` may quote foreign text (a server's message, a

@@ -29,10 +29,10 @@ from llmrepl.engine.commands import commands, is_command
 from llmrepl.engine.session import Session
 from llmrepl.execution.guards import TerminalStreams
 from llmrepl.terminal.display import TerminalDisplay
-from llmrepl.terminal.gate import TerminalReviewer, ask_key
+from llmrepl.terminal.gate import TerminalReviewer
 from llmrepl.terminal.sanitize import sanitize
 
-__all__ = ["TerminalUI", "SafeFileHistory", "ask_yes_no"]
+__all__ = ["TerminalUI", "SafeFileHistory"]
 
 PROMPT = "llm> "
 _MAX_HISTORY_ENTRY = 10_000
@@ -118,13 +118,6 @@ def _terminal_input(terminal: TerminalStreams | None) -> Input | None:
     return keys
 
 
-def ask_yes_no(question: str, *, default: bool = True) -> bool:
-    """One key; Enter gives ``default`` (yes for --resume's re-run, no for replacing a file)."""
-    enter = "yes" if default else "no"
-    keys = {"y": "yes", "Y": "yes", "enter": enter, "c-m": enter, "n": "no", "N": "no", "c-c": "no", "c-d": "no"}
-    return ask_key(question, keys, input=None, output=create_output(stdout=sys.__stdout__)) == "yes"
-
-
 class TerminalUI:
     """The read-eval loop: prompt, command or message, stream, review, run, repeat."""
 
@@ -167,8 +160,13 @@ class TerminalUI:
         )
         self._notices: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._resend = ""
-        session.executor.input_func = self.reviewer.ask_input
+        session.executor.input_func = self._ask_input
         self.reviewer.guard = self._hold_late_output  # type: ignore[method-assign]
+
+    def _ask_input(self, prompt: str) -> str:
+        """A cell's ``input()``: the spinner keeps off the line while the question is up."""
+        with self.display.paused():
+            return self.reviewer.ask_input(prompt)
 
     def toolbar(self) -> str:
         """Model, context fill, tokens used this session, auto-run: e.g.
@@ -256,6 +254,7 @@ class TerminalUI:
                 self.session.journal.error = ""
             pre_run = self._first_prompt_drawn if first else None
             first = False
+            self.display.settle()  # no spinner left over (a wait ended by an error), no blank line due
             self.display.redirect = self._late_output
             try:
                 text = self.prompt.prompt(PROMPT, default=self._resend, pre_run=pre_run)
@@ -276,6 +275,8 @@ class TerminalUI:
             self._resend = ""
             if not text.strip():
                 continue
+            # tables are formatted for the screen as it is now (the window may have been resized)
+            self.session.executor.display_width = self.display.columns()
             if is_command(text.strip()):
                 if self._command(text.strip()):
                     break

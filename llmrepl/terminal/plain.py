@@ -69,7 +69,10 @@ def run_plain(session: Session, display: TerminalDisplay, *, stdin: TextIO | Non
         line = source.readline()
         if not line:
             raise EOFError
-        display.write("" if line.endswith("\n") else "\n")
+        if line.endswith("\n"):
+            display.line_typed()  # the terminal echoed it: no blank line before what follows
+        else:
+            display.write("\n")
         return line.rstrip("\n")
 
     def ask(question: str) -> bool:  # /export onto an existing file: only "y" replaces it
@@ -79,7 +82,11 @@ def run_plain(session: Session, display: TerminalDisplay, *, stdin: TextIO | Non
             return False
 
     reviewer = PlainReviewer(read, display)
-    session.executor.input_func = read
+    def cell_input(prompt: str) -> str:  # a cell's input(): no spinner over its question
+        with display.paused():
+            return read(prompt)
+
+    session.executor.input_func = cell_input
     session.ask = ask
     while True:
         if session.journal.error:

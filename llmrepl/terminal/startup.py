@@ -17,7 +17,7 @@ from llmrepl import __version__
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from pathlib import Path
-    from typing import Any
+    from typing import Any, TextIO
 
     from llmrepl.app import ModelSetup
     from llmrepl.config import Config
@@ -30,13 +30,14 @@ __all__ = ["EARLY_PROMPT", "report", "resume_confirm", "ask_to_replace", "own_th
 EARLY_PROMPT = "llm> "  # the same text as interactive.PROMPT (a test checks it)
 
 
-def report(text: str) -> None:
-    """``llmrepl: text`` on the real stderr: once the session starts, sys.stderr is the
-    cell-capture router. ``text`` may quote a server's error message or a file name: it goes
-    through the terminal's one sanitizer (a tiny module: nothing slow on the way to --help)."""
+def report(text: str, stream: TextIO | None = None) -> None:
+    """``llmrepl: text`` on the real stderr (``stream``: llmrepl's own copy of it, once the
+    session captures sys.stderr and fd 2 for its cells). ``text`` may quote a server's error
+    message or a file name: it goes through the terminal's one sanitizer (a tiny module:
+    nothing slow on the way to --help)."""
     from llmrepl.terminal.sanitize import sanitize
 
-    stream = sys.__stderr__ or sys.stderr
+    stream = stream or sys.__stderr__ or sys.stderr
     try:
         stream.write(f"llmrepl: {sanitize(text)}\n")
         stream.flush()
@@ -44,26 +45,64 @@ def report(text: str) -> None:
         pass
 
 
-def resume_confirm(interactive: bool, yes: bool) -> Callable[[str], bool]:
-    """How resume asks before re-running stored cells: --yes skips it; batch never re-runs without it."""
+def resume_confirm(interactive: bool, yes: bool, *, display: TerminalDisplay | None = None
+                   ) -> Callable[[str, str], bool]:
+    """How resume asks before re-running stored cells (shown above it): --yes skips it; batch
+    never re-runs without it. A listing taller than the screen, or one the display had to
+    cut, is read in the pager (as the gate's ``v``) before ``y`` counts."""
     if yes:
-        return lambda question: True
+        return lambda question, listing: True
     if not interactive:
-        return lambda question: False
+        return lambda question, listing: False
 
-    def ask(question: str) -> bool:
-        from llmrepl.terminal.interactive import ask_yes_no
-
-        return ask_yes_no(question)
+    def ask(question: str, listing: str) -> bool:
+        return _ask_after_reading(question, listing, display)
 
     return ask
 
 
-def ask_to_replace(question: str) -> bool:
-    """/export onto an existing file: only an explicit y replaces it."""
-    from llmrepl.terminal.interactive import ask_yes_no
+def _ask_after_reading(question: str, listing: str, display: TerminalDisplay | None) -> bool:
+    from prompt_toolkit.output import create_output
 
-    return ask_yes_no(question, default=False)
+    from llmrepl.terminal.gate import Pager, ask_key, screen_rows
+
+    output = create_output(stdout=display.out if display is not None else sys.__stdout__)
+    size = output.get_size()
+    unread = ""
+    if display is not None and display.code_cut:
+        unread = "the display had to cut it"
+    elif screen_rows(listing, size.columns, stop=size.rows) > size.rows - 2:
+        unread = f"{listing.count(chr(10)) + 1:,} lines, taller than the screen"
+    pager = Pager(listing)
+    no = {"n": "no", "N": "no", "c-c": "no", "c-d": "no", "v": "view", "V": "view"}
+    while True:
+        if unread:
+            keys = no | dict.fromkeys(("y", "Y", "enter", "c-m"), "read it first")
+            message = question.replace("[Y/n]", f"[v/n] ({unread}: v shows all of it)")
+        else:
+            keys = no | dict.fromkeys(("y", "Y", "enter", "c-m"), "yes")
+            message = question.rstrip() + " (v: page through them) "
+        answer = ask_key(message, keys, input=None, output=output)
+        if answer in ("yes", "no"):
+            return answer == "yes"
+        if answer == "view":
+            if pager.show(input=None, output=output):
+                unread = ""
+        else:
+            report("press v to read all of it (y counts once every line has been on the screen), n not to "
+                   "re-run", display.err if display is not None else None)
+
+
+def ask_to_replace(question: str, *, out: TextIO | None = None) -> bool:
+    """/export onto an existing file: only an explicit y replaces it. ``out``: llmrepl's own
+    copy of the terminal (fd 1 is the cells' while a session runs)."""
+    from prompt_toolkit.output import create_output
+
+    from llmrepl.terminal.gate import ask_key
+
+    keys = {"y": "yes", "Y": "yes", "enter": "no", "c-m": "no", "n": "no", "N": "no", "c-c": "no", "c-d": "no"}
+    output = create_output(stdout=out or sys.__stdout__)
+    return ask_key(question, keys, input=None, output=output) == "yes"
 
 
 def own_the_keys() -> None:
@@ -89,7 +128,7 @@ def _early_prompt(display: TerminalDisplay) -> Callable[[], None] | None:
     """
     import termios
 
-    out = sys.__stdout__
+    out = display.out  # llmrepl's own copy: fd 1 is the cells' (execution/fdcapture.py)
     if out is None or not out.isatty() or not sys.stdin.isatty():
         return None
     fd = sys.stdin.fileno()
@@ -191,7 +230,7 @@ def run_batch(session: Session, display: TerminalDisplay, setup: ModelSetup, rev
     first_message = True
     failed = False
     if session.journal.error:
-        report(session.journal.error)
+        report(session.journal.error, display.err)
         session.journal.error = ""
     for raw in lines:
         line = raw.strip()
@@ -200,7 +239,7 @@ def run_batch(session: Session, display: TerminalDisplay, setup: ModelSetup, rev
         if is_command(line):
             leave = display.command(line, session)
             if session.journal.error:
-                report(session.journal.error)  # a /py cell may have deleted the state folder
+                report(session.journal.error, display.err)  # a /py cell may have deleted the state folder
                 session.journal.error = ""
             if leave:
                 break
@@ -208,16 +247,16 @@ def run_batch(session: Session, display: TerminalDisplay, setup: ModelSetup, rev
         if first_message:
             setup.wait(5.0)
             if setup.message:
-                report(setup.message[0])
+                report(setup.message[0], display.err)
             first_message = False
         turn = session.step(line, reviewer)
         if session.journal.error:
-            report(session.journal.error)  # once, as the interactive UI does
+            report(session.journal.error, display.err)  # once, as the interactive UI does
             session.journal.error = ""
         if turn.error is not None:
             # say it, and go on: later lines may be commands, or the server may be back;
             # the exit status still tells a script that a message failed
-            report(str(turn.error))
+            report(str(turn.error), display.err)
             failed = True
     session.journal.append("session_end", status="model_error" if failed else "ok")
     return 1 if failed else 0

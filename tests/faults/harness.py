@@ -79,6 +79,10 @@ def strip_ansi(text: str) -> str:
     return _CTRL.sub("", _ANSI.sub("", text))
 
 
+_OUT_N = re.compile(r"^Out\[\d+\]: ?")  # IPython's label before a cell's value: llmrepl's, not the cell's
+_STATUS = re.compile(r"^(✓|✗|ok|error:) .*(·|-) \d+(\.\d+)? s$|^(✓|✗|ok|error:) .*(·|-) \d+ min \d+ s$")
+
+
 def _norm(text: str) -> str:
     return strip_ansi(text).replace("\r", "")
 
@@ -266,13 +270,21 @@ class FaultResult:
         return p
 
     def _shown_lines_missing(self, corpus_n: str) -> list[str]:
-        """Batch stdout: every line the person saw (llmrepl's own notices aside) is journaled."""
+        """Batch stdout: every line the person saw (llmrepl's own notices aside) is journaled.
+
+        llmrepl's own marks are not the cell's: a cell's status line, the ``Out[N]:`` before a
+        value; and an answer is shown rendered (Markdown marks taken out), so the corpus has
+        each journaled answer rendered too, as the plain display renders it."""
+        from llmrepl.terminal.markdown import render_markdown
+
+        answers = [str(r.get("text", "")) for r in self.events("assistant")]
+        corpus_n += "\n" + "\n".join(render_markdown(a, False) for a in answers if a)
         lines = set(corpus_n.splitlines())
         stripped = {ln.strip() for ln in lines}
         missing: list[str] = []
         for raw in _norm(self.stdout).splitlines():
-            line = raw.strip()
-            if not line or line.startswith(("llmrepl:", "run_python:", "[harness:")):
+            line = _OUT_N.sub("", raw.strip())
+            if not line or line.startswith(("llmrepl:", "run_python:", "[harness:")) or _STATUS.match(line):
                 continue
             pieces = [line] if len(line) <= 4000 else [line[:2000], line[-2000:]]
             for piece in pieces:

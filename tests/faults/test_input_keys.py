@@ -83,7 +83,7 @@ def test_ctrl_c_while_streaming(server):
     server.reply(LONG, chunk_size=5, delay=0.02)
     repl = spawn_repl(server)
     repl.ask(MSG)
-    repl.expect("word word")
+    repl.expect("word word word word")  # text shows within the line: wait until these arrived
     repl.intr()
     repl.expect(PROMPT)
     assert server.disconnected.wait(5), "the server never saw the client hang up"
