@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from llmrepl import __version__
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from typing import Any, TextIO
 
     from llmrepl.config import Config
+    from llmrepl.execution.outputs import DisplayData
     from llmrepl.model.client import OpenAIModel
     from llmrepl.redact import Redactor
     from llmrepl.store.transcript import StoredSession
@@ -107,7 +109,7 @@ class _Sink:
     write or the cell's end (``flush``), so a key printed in pieces is shown redacted."""
 
     def __init__(self, display: TerminalDisplay, redactor: Redactor) -> None:
-        self.display = display
+        self.screen = display  # not ``display``: that is the method the executor calls for items
         self.redactor = redactor
         self.executor: Any = None
         self.journal: Any = None
@@ -124,13 +126,28 @@ class _Sink:
         if late:
             self.journal.append("late_output", stream=stream, text=text, after_cell=self.executor.cell_count)
         if text:
-            self.display.cell_output(stream, text)
+            self.screen.cell_output(stream, text)
 
     def flush(self) -> None:
         """The cell ended: show what was held back (it is not the key: that never came)."""
         held, self._held = self._held, {}
         for stream, text in held.items():
-            self.display.cell_output(stream, self.redactor.redact(text))
+            self.screen.cell_output(stream, self.redactor.redact(text))
+
+    def display(self, item: DisplayData) -> None:
+        """A display item (``display()``, a figure): shown, in order with the text, its text
+        fields redacted; between cells (a thread's) journaled as late output, as text is."""
+        self.flush()  # text held back before it comes first
+        r = self.redactor.redact
+        data = {mime: r(v) if isinstance(v, str) else v for mime, v in item.data.items()}
+        notes = item.metadata.get("notes")
+        metadata = dict(item.metadata, notes=[r(str(n)) for n in notes]) if notes else item.metadata
+        item = replace(item, data=data, metadata=metadata, text=r(item.text),
+                       screen=None if item.screen is None else r(item.screen))
+        if self.journal is not None and self.executor is not None and not self.executor.running:
+            self.journal.append("late_output", stream="stdout", text=item.text + "\n",
+                                after_cell=self.executor.cell_count)
+        self.screen.cell_display(item)
 
 
 def load_stored(state: Path, ref: str) -> StoredSession:
@@ -208,6 +225,12 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
     terminal = TerminalStreams(batch_input=not interactive and command is None)
     out: TextIO = terminal.stdout or sys.stdout
     display = TerminalDisplay(out, color=color_default(out, dict(env)), err=terminal.stderr or sys.stderr)
+    model.on_retry = display.retrying  # "rate limited, retrying in 3 s" instead of a silent wait
+    if out.isatty() and config.repl.inline_images != "off":  # a pipe gets the saved paths
+        from llmrepl.terminal.images import TerminalQuery, choose_protocol
+
+        ask = TerminalQuery(terminal.stdin.fileno(), out.fileno()) if terminal.stdin is not None else None
+        display.images = choose_protocol(env, config.repl.inline_images, query=ask)
     sink = _Sink(display, redactor)
     executor = Executor(
         sink=sink,
@@ -218,6 +241,11 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
         max_capture_chars=1_000_000,
         terminal=terminal,
     )
+    if out.isatty():  # tables on screen fit the terminal; the model's copy never depends on it
+        try:
+            executor.display_width = os.get_terminal_size(out.fileno()).columns
+        except OSError:
+            pass
     from llmrepl.context.builder import Context
     from llmrepl.context.tokens import TiktokenCounter, context_window_for, encoding_for_model
 
@@ -231,6 +259,7 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
         reserve=config.model.max_output_tokens,
         digest_tokens=config.repl.digest_tokens,
         max_output_chars=config.exec.max_output_chars,
+        send_images=config.repl.send_images,
     )
     session = Session(
         model,
@@ -273,10 +302,11 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
 
     if interactive:
         startup.own_the_keys()  # before faulthandler chains to SIGQUIT's disposition
-        session.ask = startup.ask_to_replace
+        session.ask = lambda question: startup.ask_to_replace(question, out=out)  # llmrepl's own fd 1
     _last_resort(state / "sessions" / sid)
     sink.executor, sink.journal = executor, journal
     executor.install_streams()  # the display keeps the real streams; see Executor.install_streams
+    executor.capture_fds()  # what cells' programs and C code write to fds 1/2 is cell output too
     journal.append(
         "session_start", id=sid, version=__version__, model=config.model.name,
         base_url=config.model.base_url and safe_url(config.model.base_url), cwd=os.getcwd(), pid=os.getpid(),
@@ -295,7 +325,7 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
         if stored is not None:
             from llmrepl.engine.resume import resume
 
-            resume(session, stored, display, confirm=startup.resume_confirm(interactive, yes))
+            resume(session, stored, display, confirm=startup.resume_confirm(interactive, yes, display=display))
         if interactive:
             status = startup.run_interactive(session, display, setup, config, state)
         else:
@@ -304,6 +334,7 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
                                        [command] if command is not None else terminal.lines())
         lingering = wait_for_threads(2.0)  # Python's own exit would wait for them forever
     finally:
+        executor.capture_fds(False)  # the real fds 1/2 back; what was on its way is late output
         journal.close()
     if lingering:
         names = ", ".join(name[:40] for name in lingering[:5]) + (", ..." if len(lingering) > 5 else "")

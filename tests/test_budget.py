@@ -342,3 +342,131 @@ def test_one_huge_old_unit_is_not_walked_to_its_start():
     r = fit_messages(history, budget=500, counter=spy)
     assert r.fits and r.messages[-1]["content"] == "newest"
     assert spy.messages < 200
+
+
+# -- figures as image parts (repl.send_images, issue 12) ----------------------------------
+
+
+class _Notices:
+    """A display that keeps its notices (the rest is NullDisplay's)."""
+
+    def __init__(self) -> None:
+        from llmrepl.engine.protocols import NullDisplay
+
+        self._null = NullDisplay()
+        self.notices: list[str] = []
+
+    def notice(self, text: str, level: str = "info") -> None:
+        self.notices.append(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._null, name)
+
+
+def _image_session(tmp_path, replies, *, window=60_000, send_images=True):
+    from test_sessions import RichExecutor, figure_display
+
+    from llmrepl.context.builder import Context
+    from llmrepl.engine.session import Session
+    from llmrepl.model.client import ScriptedModel
+    from llmrepl.store.journal import Journal
+
+    fig = tmp_path / "s" / "figure-001.png"
+    executor = RichExecutor(figure_dir=tmp_path / "s")
+    executor.extras.append(lambda r: ([figure_display(fig, 0)], None))
+    model = ScriptedModel(replies)
+    display = _Notices()
+    journal = tmp_path / "s.jsonl"
+    session = Session(model, executor, display=display, journal=Journal(journal),
+                      context=Context(context_window=window, reserve=500, send_images=send_images))
+    return session, model, display, fig, journal
+
+
+def _images_in(messages) -> list[bytes]:
+    import base64
+
+    found = []
+    for m in messages:
+        if isinstance(m.get("content"), list):
+            for p in m["content"]:
+                if p.get("type") == "image_url":
+                    found.append(base64.b64decode(p["image_url"]["url"].split("base64,", 1)[1]))
+    return found
+
+
+def test_with_send_images_a_figure_goes_as_an_image_part_after_the_tool_reply(tmp_path):
+    from test_sessions import tiny_png, tool_answer
+
+    from llmrepl.engine.protocols import AutoApprove
+
+    session, model, _, fig, journal = _image_session(tmp_path, [tool_answer("plot()"), "I see bars."])
+    session.executor.namespace["plot"] = lambda: None
+    session.step("plot it", AutoApprove())
+    sent = model.calls[1]["messages"]
+    roles = [m["role"] for m in sent]
+    assert roles[-3:] == ["assistant", "tool", "user"]  # the API takes images in user messages only
+    assert isinstance(sent[-2]["content"], str) and "[image saved as figure-001.png:" in sent[-2]["content"]
+    assert _images_in(sent) == [tiny_png()] and fig.read_bytes() == tiny_png()
+    assert not any("llmrepl_images" in m for m in sent)  # llmrepl's own key never leaves
+    assert "base64" not in journal.read_text()  # the journal names the file, never holds the image
+    # counted at the fixed estimate: a 4x3 image is one tile
+    assert session.context.last.parts["images"] >= 85 + 170
+
+
+def test_a_figure_that_does_not_fit_the_budget_stays_its_description(tmp_path, monkeypatch):
+    from test_sessions import tool_answer
+
+    import llmrepl.context.images as images
+    from llmrepl.engine.protocols import AutoApprove
+
+    session, model, _, _, _ = _image_session(tmp_path, [tool_answer("plot()"), "ok"], window=2600)
+    session.executor.namespace["plot"] = lambda: None
+    monkeypatch.setattr(images, "image_tokens", lambda w, h: 10_000)  # an image bigger than the window
+    session.step("plot it", AutoApprove())
+    sent = model.calls[1]["messages"]
+    assert _images_in(sent) == []
+    assert "figure-001.png (cell 1) was not sent as an image: it does not fit the token budget" in str(sent)
+
+
+def test_images_off_by_default_send_only_descriptions(tmp_path):
+    from test_sessions import tool_answer
+
+    from llmrepl.engine.protocols import AutoApprove
+
+    session, model, _, _, _ = _image_session(tmp_path, [tool_answer("plot()"), "ok"], send_images=False)
+    session.executor.namespace["plot"] = lambda: None
+    session.step("plot it", AutoApprove())
+    sent = model.calls[1]["messages"]
+    assert _images_in(sent) == [] and "[image saved as figure-001.png:" in sent[-1]["content"]
+
+
+def test_a_server_that_rejects_images_gets_a_notice_and_no_more_images(tmp_path):
+    from test_sessions import tool_answer
+
+    from llmrepl.engine.protocols import AutoApprove
+    from llmrepl.errors import ModelError
+
+    rejected = ModelError("127.0.0.1 rejected the request (400): image input is not supported", kind="bad_request")
+    session, model, display, _, _ = _image_session(tmp_path, [tool_answer("plot()"), rejected, "ok", "later"])
+    session.executor.namespace["plot"] = lambda: None
+    session.step("plot it", AutoApprove())
+    assert len(_images_in(model.calls[1]["messages"])) == 1
+    assert _images_in(model.calls[2]["messages"]) == []  # the same request again, without images
+    assert any("rejected a request with images" in n for n in display.notices), display.notices
+    session.step("and now?", AutoApprove())
+    assert _images_in(model.calls[3]["messages"]) == []
+
+
+def test_an_image_part_counts_its_estimate_not_its_base64():
+    import base64
+
+    from test_sessions import tiny_png
+
+    from llmrepl.context.tokens import image_tokens
+
+    counter = ApproxCounter()
+    png = tiny_png(1024, 1024)
+    part = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png).decode()}}
+    message = {"role": "user", "content": [{"type": "text", "text": "hi"}, part]}
+    assert counter.count_message(message) == MESSAGE_OVERHEAD + counter.count("hi") + 765
+    assert image_tokens(1024, 1024) == 765 and image_tokens(2048, 4096) == 1105  # OpenAI's worked examples

@@ -299,3 +299,87 @@ def test_a_header_from_outside_is_a_docstring_not_code(tmp_path):
     doc = ast.get_docstring(tree, clean=False) or ""
     assert "model: m\nimport os #" in doc and "ran in: /x\u2028y\nprint(1)" in doc
     assert [type(n).__name__ for n in tree.body] == ["Expr", "Expr"]  # the docstring, print('ran')
+
+
+# -- Jupyter outputs: display bundles (issue 12) -----------------------------------------
+
+
+def build_rich_session(state: Path, sid: str = "20260102-110000-1") -> Path:
+    """The real engine with display bundles: a cell that prints, displays a DataFrame-like
+    table, writes to stderr, then shows a figure, with a rich value; a cell that only plots."""
+    from test_sessions import DisplayData, RichExecutor, figure_display, table_display
+
+    from llmrepl.engine.protocols import NullDisplay, ScriptedReviewer
+    from llmrepl.engine.session import Session
+    from llmrepl.model.client import ScriptedModel
+    from llmrepl.store.catalogue import sessions_dir
+    from llmrepl.store.journal import Journal
+
+    folder = sessions_dir(state) / sid
+    path = sessions_dir(state) / f"{sid}.jsonl"
+    journal = Journal(path)
+    journal.append("session_start", id=sid, version="0.1.0", model="gpt-test", base_url=None,
+                   cwd=str(state), pid=os.getpid(), mode="interactive")
+    table_code = ("import sys\nprint('rows: 2')\ndisplay(df.head())\n"
+                  "print('careful', file=sys.stderr)\nprint('done')\ndf.shape")
+    model = ScriptedModel([f"```python\n{table_code}\n```", "A table.",
+                           "```python\nplot(df)\n```", "A plot."], model="gpt-test")
+    executor = RichExecutor(figure_dir=folder)
+    import types
+
+    df = types.SimpleNamespace(head=lambda: "T", shape=(2, 2))
+    executor.namespace.update(df=df, display=lambda *a, **k: None, plot=lambda d: None)
+    value = DisplayData({"text/plain": "(2, 2)", "text/html": "<i>(2, 2)</i>"}, {}, 0, "(2, 2)")
+    executor.extras.append(([table_display(len("rows: 2\n"))], value))
+    executor.extras.append(lambda r: ([figure_display(folder / "figure-001.png", 0)], None))
+    session = Session(model, executor, display=NullDisplay(), journal=journal)
+    session.step("show the table", ScriptedReviewer(["run"]))
+    session.step("plot it", ScriptedReviewer(["run"]))
+    assert model.pending == 0 and sorted(session.executor.namespace["_out"]) == [1, 2]
+    journal.append("session_end")
+    journal.close()
+    return path
+
+
+def _code_outputs(nb) -> list[list[dict]]:
+    return [c.outputs for c in nb.cells if c.cell_type == "code"]
+
+
+def test_ipynb_has_jupyter_outputs_table_as_html_and_figure_as_png(tmp_path):
+    from test_sessions import TABLE_HTML, TABLE_TEXT, tiny_png
+
+    stored = load_session(build_rich_session(tmp_path / "state"))
+    nb = nbformat.reads(export_ipynb(stored), as_version=4)
+    nbformat.validate(nb)
+    table_cell, plot_cell = _code_outputs(nb)
+    # streams and the display in the order they were written, then the value
+    shape = [(o.output_type, o.get("name")) for o in table_cell]
+    assert shape == [("stream", "stdout"), ("display_data", None), ("stream", "stderr"), ("stream", "stdout"),
+                     ("execute_result", None)]
+    assert table_cell[0].text == "rows: 2\n" and table_cell[2].text == "careful\n" and table_cell[3].text == "done\n"
+    assert table_cell[1].data == {"text/plain": TABLE_TEXT, "text/html": TABLE_HTML}
+    assert table_cell[4].data == {"text/plain": "(2, 2)", "text/html": "<i>(2, 2)</i>"}
+    assert table_cell[4].execution_count == 1
+    # the figure: image/png from the saved file, once (not again from the figures list)
+    images = [o for o in plot_cell if "image/png" in o.get("data", {})]
+    assert len(images) == 1 and base64.b64decode(images[0].data["image/png"]) == tiny_png()
+    assert images[0].output_type == "display_data" and images[0].metadata == {"image/png": {"width": 4, "height": 3}}
+    assert images[0].data["text/plain"] == "<Figure size 4x3 with 1 Axes>"
+
+
+def test_markdown_and_py_exports_carry_displays_as_text(tmp_path):
+    from test_sessions import TABLE_TEXT
+
+    state = tmp_path / "state"
+    stored = load_session(build_rich_session(state))
+    md = transcript_markdown(stored)
+    assert f"Displayed:\n\n```text\n{TABLE_TEXT}\n```" in md
+    assert md.count("![figure-001.png](") == 1
+    script = export_py(stored)
+    # display() is llmrepl's (and IPython's): the script brings its own, defined before the cells
+    assert script.index("from IPython.display import display") < script.index("# cell 1")
+    out = tmp_path / "s.py"
+    out.write_text(script.replace("plot(df)", "pass").replace("display(df.head())", "display('T', 'U')")
+                   .replace("df.shape", "1"), encoding="utf-8")
+    done = run_script(out)
+    assert done.returncode == 0, done.stderr

@@ -94,3 +94,75 @@ def test_read_journal_skips_lines_of_any_shape(tmp_path):
     assert [r["text"] for r in records] == ["ok", "lone \ufffd"]
     assert [s.line for s in skipped] == [2, 3, 4, 5]
     assert read_journal(path) == (records, 4)
+
+
+# -- display bundles in cell_end (issue 12) -----------------------------------------------
+
+
+def _rich_session(tmp_path, extras, *, max_capture_chars=200_000):
+    from test_sessions import RichExecutor
+
+    from llmrepl.engine.protocols import NullDisplay
+    from llmrepl.engine.session import Session
+    from llmrepl.model.client import ScriptedModel
+    from llmrepl.redact import Redactor
+
+    path = tmp_path / "sessions" / "rich.jsonl"
+    executor = RichExecutor(figure_dir=tmp_path / "sessions" / "rich", max_capture_chars=max_capture_chars)
+    executor.extras.extend(extras)
+    redactor = Redactor.for_model("sk-proj-SECRETSECRETSECRET1234", None)
+    session = Session(ScriptedModel([]), executor, display=NullDisplay(), journal=Journal(path), redactor=redactor)
+    return session, path
+
+
+def test_cell_end_keeps_display_text_and_the_figure_file_never_its_bytes(tmp_path):
+    from test_sessions import DisplayData, figure_display, table_display
+
+    from llmrepl.store.transcript import load_session
+
+    fig = tmp_path / "sessions" / "rich" / "figure-001.png"
+    secret = "sk-proj-SECRETSECRETSECRET1234"
+    table = table_display(6, text=f"   key\n0  {secret}", html=f"<td>{secret}</td>")
+    value = DisplayData({"text/plain": "3", "text/html": "<b>3</b>", "application/json": {"a": 1}}, {}, 0, "3")
+    session, path = _rich_session(tmp_path, [([table, figure_display(fig, 6)], value)])
+    session.run_direct("print('hello')\n3")
+    raw = path.read_text()
+    assert secret not in raw and "iVBORw0KGgo" not in raw and "\\u0089PNG" not in raw  # no key, no PNG bytes
+    end = [r for r in read_journal(path)[0] if r["event"] == "cell_end"][0]
+    shown_table, shown_fig = end["displays"]
+    assert shown_table["data"]["text/html"] == "<td>[REDACTED]</td>" and shown_table["at"] == 6
+    assert shown_table["text"] == "   key\n0  [REDACTED]"
+    assert shown_fig["data"] == {"text/plain": "<Figure size 4x3 with 1 Axes>"}  # image/png stays on disk
+    assert shown_fig["metadata"] == {"filename": str(fig), "width": 4, "height": 3}
+    assert shown_fig["text"].startswith("figure 4x3 px")
+    assert end["value_data"] == {"data": {"text/plain": "3", "text/html": "<b>3</b>"}, "metadata": {}, "at": 0,
+                                 "text": "3"}
+    # and read back into the stored cell
+    stored = load_session(path)
+    c = stored.cells[0]
+    assert [d.at for d in c.displays] == [6, 6] and c.displays[1].filename == str(fig)
+    assert c.value_data is not None and c.value_data.data["text/html"] == "<b>3</b>"
+
+
+def test_display_text_is_cut_to_the_bound_the_output_has(tmp_path):
+    from test_sessions import table_display
+
+    big = "row\n" * 50_000
+    session, path = _rich_session(tmp_path, [([table_display(0, text=big, html="<p>" + big)], None)],
+                                  max_capture_chars=1000)
+    session.run_direct("x = 1")
+    end = [r for r in read_journal(path)[0] if r["event"] == "cell_end"][0]
+    kept = end["displays"][0]
+    assert len(kept["text"]) < 1100 and "characters omitted" in kept["text"]
+    assert len(kept["data"]["text/html"]) < 1100 and kept["data"]["text/html"].startswith("<p>row")
+
+
+def test_a_journal_from_before_display_bundles_still_loads(tmp_path):
+    from test_sessions import cell, write_journal
+
+    from llmrepl.store.transcript import load_session
+
+    path = write_journal(tmp_path / "old.jsonl", [*cell(1, "print(1)", "1\n")])
+    stored = load_session(path)
+    assert stored.bad_lines == 0 and stored.cells[0].output == "1\n"
+    assert stored.cells[0].displays == [] and stored.cells[0].value_data is None

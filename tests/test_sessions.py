@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import struct
+import zlib
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from llmrepl.engine.protocols import NullDisplay, ScriptedReviewer
 from llmrepl.engine.session import Session
 from llmrepl.errors import LLMReplError
-from llmrepl.execution.executor import Executor
+from llmrepl.execution.executor import ExecResult, Executor
 from llmrepl.model.client import Completion, ScriptedModel, ToolCall
 from llmrepl.store.catalogue import find_session, list_sessions, render_session_list, sessions_dir
 from llmrepl.store.journal import Journal
@@ -27,6 +33,69 @@ PLOT_CODE = (
     "plt.show()\n"
     "sum(data)"
 )
+
+
+try:  # engineer B's display bundles (issue 12); until they land, the same shape
+    from llmrepl.execution.outputs import DisplayData
+except ImportError:
+    @dataclass
+    class DisplayData:  # type: ignore[no-redef]
+        data: dict[str, Any]
+        metadata: dict[str, Any] = field(default_factory=dict)
+        at: int = 0
+        text: str = ""
+        screen: str | None = None
+
+
+@dataclass
+class RichResult(ExecResult):
+    """An ExecResult with display bundles (what the executor returns from issue 12 on)."""
+
+    displays: list[Any] = field(default_factory=list)
+    value_data: Any = None
+
+
+def tiny_png(width: int = 4, height: int = 3) -> bytes:
+    """A valid PNG of ``width`` x ``height`` grey pixels."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+TABLE_TEXT = "   a  b\n0  1  x\n1  2  y"
+TABLE_HTML = "<table class=\"dataframe\"><tr><td>1</td><td>x</td></tr></table>"
+
+
+def table_display(at: int, text: str = TABLE_TEXT, html: str = TABLE_HTML) -> Any:
+    return DisplayData({"text/plain": text, "text/html": html}, {}, at, text)
+
+
+def figure_display(path: Path, at: int, text: str = "figure 4x3 px: title 'by region'; 1 bar series") -> Any:
+    png = tiny_png()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    return DisplayData({"image/png": png, "text/plain": "<Figure size 4x3 with 1 Axes>"},
+                       {"filename": str(path), "width": 4, "height": 3}, at, text)
+
+
+class RichExecutor(Executor):
+    """The real executor, with the display bundles of each cell given by the test (as the
+    executor of issue 12 makes them): ``extras`` is a queue of ``(displays, value_data)``,
+    or a callable of the plain result returning them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.extras: deque[Any] = deque()
+
+    def run(self, source: str) -> ExecResult:
+        plain = super().run(source)
+        extra = self.extras.popleft() if self.extras else ([], None)
+        displays, value_data = extra(plain) if callable(extra) else extra
+        fields = {f.name: getattr(plain, f.name) for f in dataclasses.fields(ExecResult)
+                  if f.name not in ("displays", "value_data")}
+        return RichResult(**fields, displays=list(displays), value_data=value_data)
 
 
 def tool_answer(code: str, call_id: str = "call_1") -> Completion:
@@ -400,7 +469,7 @@ def test_resume_answers_a_tool_call_whose_cell_never_finished(tmp_path):
     from llmrepl.model.client import ScriptedModel
 
     session = Session(ScriptedModel([]), Executor(), display=NullDisplay())
-    resume(session, stored, session.display, confirm=lambda q: True)
+    resume(session, stored, session.display, confirm=lambda q, listing: True)
     msgs = session.messages
     i = next(k for k, m in enumerate(msgs) if m.get("tool_calls"))
     assert msgs[i + 1]["role"] == "tool" and msgs[i + 1]["tool_call_id"] == "call_1"

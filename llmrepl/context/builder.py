@@ -2,10 +2,11 @@
 
 ``Context.build(history, namespace)`` writes the system prompt (the rules plus a budgeted
 namespace digest), fits the history into the model's window with ``budget.fit_messages``,
-and merges adjacent user messages. The work per request does not grow with the length of
+turns the newest exchange's figure references into image parts when ``repl.send_images`` is
+on (``images.ImageParts``), and merges adjacent user messages. The work per request does not grow with the length of
 the session: the fitter walks back from the newest message and per-message counts are cached.
 Every request leaves through the session's ``Redactor`` (``_redacted``), the one gate on the
-way to the model: the digest, the history and tool-call arguments alike.
+way to the model: the digest, the history (text parts included) and tool-call arguments alike.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from llmrepl.context.budget import NOTE_PREFIX, FitResult, fit_messages, is_llmrepl_note
 from llmrepl.context.digest import NamespaceDigest
+from llmrepl.context.images import ImageParts
 from llmrepl.context.prompts import system_rules
 from llmrepl.context.tokens import ApproxCounter, TokenCounter
 from llmrepl.errors import ModelError
@@ -38,6 +40,7 @@ class Context:
         digest_tokens: int = 1000,
         max_output_chars: int = 8000,
         redactor: Redactor | None = None,
+        send_images: bool = False,
     ) -> None:
         self.counter: TokenCounter = counter or ApproxCounter()
         self.redactor = redactor or Redactor()    # the Session puts its own here
@@ -51,6 +54,9 @@ class Context:
         self.last_digest_tokens = 0
         self._cwd = _cwd()
         self._sys_path = list(sys.path)
+        # repl.send_images: figures go to the model as image parts (images.py), until a server
+        # rejects a request that carried them (images.rejected: later requests go without)
+        self.images = ImageParts(enabled=send_images)
 
     def _count(self, text: str) -> int:
         return self.counter.count(text)
@@ -103,7 +109,8 @@ class Context:
                 "Shorten the message, /reset, or set model.context_window if the model allows more.",
                 kind="too_long",
             )
-        return [_redacted(m, self.redactor) for m in _merge_user_runs(fit.messages)]
+        messages = self.images.attach(fit, self.budget, self.counter)
+        return [_redacted(m, self.redactor) for m in _merge_user_runs(messages)]
 
     def report(self, history: list[dict[str, Any]], namespace: Mapping[str, Any], *, model: str,
                usage: Mapping[str, int], input_price: float | None = None, output_price: float | None = None) -> str:
@@ -123,6 +130,8 @@ class Context:
             ("history", fit.parts.get("history", 0) + fit.parts.get("note", 0)),
             ("newest message", fit.parts.get("newest", 0)),
         ]
+        if fit.parts.get("images"):
+            rows.append((f"images ({self.images.sent})", fit.parts["images"]))
         lines = [f"next request to {model}, {counted}:"]
         lines += [f"  {name:<17} {n:>9,}" for name, n in rows]
         kept = len(fit.messages) - 1
@@ -177,10 +186,22 @@ def _merge_user_runs(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for msg in messages:
         prev = merged[-1] if merged else None
         if prev is not None and msg["role"] == "user" and prev["role"] == "user":
-            merged[-1] = {"role": "user", "content": f"{prev['content']}\n\n{msg['content']}"}
+            a, b = prev["content"], msg["content"]
+            if isinstance(a, list) or isinstance(b, list):  # image parts: merge the part lists
+                merged[-1] = {"role": "user", "content": [*_parts(a), *_parts(b, "\n\n")]}
+            else:
+                merged[-1] = {"role": "user", "content": f"{a}\n\n{b}"}
         else:
             merged.append(msg)
     return merged
+
+
+def _parts(content: Any, sep: str = "") -> list[dict[str, Any]]:
+    if isinstance(content, list):
+        if sep and content and content[0].get("type") == "text":
+            return [{**content[0], "text": sep + str(content[0].get("text", ""))}, *content[1:]]
+        return list(content)
+    return [{"type": "text", "text": sep + str(content or "")}]
 
 
 def _redacted(message: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
@@ -190,6 +211,11 @@ def _redacted(message: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
         clean = redactor.redact(content)
         if clean != content:
             message = {**message, "content": clean}
+    elif isinstance(content, list):  # text parts redacted; image parts are PNGs llmrepl drew
+        message = {**message, "content": [
+            {**p, "text": redactor.redact(p["text"])} if isinstance(p.get("text"), str) else p
+            for p in content
+        ]}
     if calls:
         fixed = []
         for call in calls:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +22,9 @@ __all__ = [
     "system_rules",
     "format_result",
     "cap_text",
+    "interleave",
+    "display_text",
+    "is_image",
 ]
 
 RUN_PYTHON_TOOL: dict[str, Any] = {
@@ -52,7 +57,10 @@ available to later code. Reuse them instead of recomputing.
 expression, or its traceback. Output you receive is capped at about {cap} characters \
 (head and tail kept), so print summaries (shape, head(), describe()) rather than whole data.
 - Do not call input(): nobody may be there to answer. Put values in the code.
-- Figures: plt.show() saves each figure as a PNG and prints its path; there is no window.
+- display(obj) shows an object as Jupyter does (a DataFrame as a table); you receive its text.
+- Figures: every figure open at the end of a cell is shown to the person, saved as a PNG and \
+closed (plt.show() or not); you receive a description of it (size, title, axis labels, what \
+was drawn).
 
 How to answer:
 - Put code to run in one ```python fenced block (or call the run_python tool). Several \
@@ -129,23 +137,103 @@ def cap_text(text: str, max_chars: int, *, total_chars: int | None = None, where
     return f"{head}{sep}{note}\n{tail}"
 
 
+_OMITTED = re.compile(r"\n?\[\.\.\. [\d,]+ characters omitted \.\.\.\]\n")
+
+
+def _position(at: int, output: str, total: int) -> int:
+    """Where a display written after ``at`` characters of the cell's output goes in
+    ``output``, which may be the capture's cut (a head, a marker line, a tail)."""
+    if total <= len(output):
+        return max(0, min(at, len(output)))
+    marker = _OMITTED.search(output)
+    if marker is None:
+        return max(0, min(at, len(output)))
+    head, tail_start = marker.start(), marker.end()
+    tail = len(output) - tail_start
+    if at <= head:
+        return at
+    if at >= total - tail:
+        return max(tail_start, len(output) - (total - at))
+    return tail_start
+
+
+def interleave(output: str, output_chars: int, items: Sequence[Any]) -> list[tuple[str, Any]]:
+    """The cell's stream text split at each display item's ``at``: ``("text", str)`` and
+    ``("item", item)`` pieces in the order they were written (items in ``at`` order, stable)."""
+    pieces: list[tuple[str, Any]] = []
+    done = 0
+    for item in sorted(items, key=lambda d: int(getattr(d, "at", 0) or 0)):
+        pos = max(done, _position(int(getattr(item, "at", 0) or 0), output, output_chars))
+        if pos > done:
+            pieces.append(("text", output[done:pos]))
+        pieces.append(("item", item))
+        done = pos
+    if done < len(output):
+        pieces.append(("text", output[done:]))
+    return pieces
+
+
+def is_image(item: Any) -> bool:
+    """A display item that is a picture (a figure): its bytes, or the file they were saved in."""
+    data = getattr(item, "data", None) or {}
+    meta = getattr(item, "metadata", None) or {}
+    return any(str(k).startswith("image/") for k in data) or bool(meta.get("filename"))
+
+
+def display_text(item: Any) -> str:
+    """What the model reads for a display item: its fixed-width text; for an image, its
+    description, labelled with the file it was saved to (never the bytes)."""
+    data = getattr(item, "data", None) or {}
+    text = str(getattr(item, "text", "") or "")
+    if not text and isinstance(data.get("text/plain"), str):
+        text = data["text/plain"]
+    if is_image(item):
+        name = (getattr(item, "metadata", None) or {}).get("filename")
+        where = f" saved as {os.path.basename(str(name))}" if name else ""
+        return f"[image{where}: {text.strip() or 'no description'}]"
+    return text
+
+
+def _output_with_displays(result: ExecResult) -> tuple[str, int, list[Any]]:
+    """The cell's stream text with each display's text where it was shown; the characters
+    really written (for the cut's note); the display items."""
+    displays = list(getattr(result, "displays", None) or [])
+    if not displays:
+        return result.output, result.output_chars, []
+    out: list[str] = []
+    extra = 0
+    for kind, piece in interleave(result.output, result.output_chars, displays):
+        if kind == "text":
+            out.append(piece)
+            continue
+        text = display_text(piece).rstrip("\n")
+        if out and not out[-1].endswith("\n"):
+            text = "\n" + text
+        out.append(text + "\n")
+        extra += len(text) + 1
+    return "".join(out), max(result.output_chars, len(result.output)) + extra, displays
+
+
 def format_result(result: ExecResult, *, max_chars: int = 8000, edited: bool = False) -> str:
     """The message that tells the model what its cell did, within about ``max_chars``.
 
     The parts share the budget: the code (up to a quarter), the value (a fifth), the error
     (two fifths); the output gets the rest, so a huge output never crowds out the traceback.
+    Display items (``display()``, figures) go into the output where they were shown, as
+    their text (an image as its description).
     """
     code = result.source
     value = result.value_repr
     error = result.error
+    output, output_chars, displays = _output_with_displays(result)
     code_cut = cap_text(code, max(max_chars // 4, 200))
     value_cut = cap_text(value, max(max_chars // 5, 200)) if value is not None else None
     error_cut = cap_text(error, max(max_chars * 2 // 5, 400)) if error else None
     used = len(code_cut) + len(value_cut or "") + len(error_cut or "")
     output_cut = (
-        cap_text(result.output, max(max_chars - used, 200), total_chars=result.output_chars,
-                 where=f"_out[{result.cell}]")
-        if result.output else ""
+        cap_text(output, max(max_chars - used, 200), total_chars=output_chars,
+                 where="" if displays else f"_out[{result.cell}]")
+        if output else ""
     )
 
     parts = [f"llmrepl ran cell {result.cell} ({_status(result)}, {result.duration:.2f} s)."]
@@ -155,15 +243,23 @@ def format_result(result: ExecResult, *, max_chars: int = 8000, edited: bool = F
         parts.append("Code that ran:")
     parts.append(_fence(code_cut))
     if output_cut:
-        parts.append("Output (stdout and stderr, in order):")
+        if displays:
+            parts.append("Output (stdout and stderr, and what the cell displayed, in order):")
+        else:
+            parts.append("Output (stdout and stderr, in order):")
         parts.append(_fence(output_cut, lang=""))
     elif not error:
         parts.append("It printed nothing.")
     if value_cut is not None:
         parts.append("Value of the last expression:")
         parts.append(_fence(value_cut, lang=""))
-    if result.figures:
-        parts.append(f"{len(result.figures)} figure(s) saved: " + ", ".join(result.figures))
+    shown = {str((getattr(d, "metadata", None) or {}).get("filename")) for d in displays}
+    value_data = getattr(result, "value_data", None)
+    if value_data is not None:
+        shown.add(str((getattr(value_data, "metadata", None) or {}).get("filename")))
+    unshown = [f for f in result.figures if f not in shown]
+    if unshown:
+        parts.append(f"{len(unshown)} figure(s) saved: " + ", ".join(unshown))
     if error_cut:
         parts.append("Error:" if result.error_type != "SyntaxError" else "It did not run: SyntaxError.")
         parts.append(_fence(error_cut, lang=""))

@@ -28,6 +28,9 @@ __all__ = [
     "KNOWN_CONTEXT_WINDOWS",
     "DEFAULT_CONTEXT_WINDOW",
     "context_window_for",
+    "image_tokens",
+    "png_size",
+    "IMAGE_PART_TOKENS",
 ]
 
 # OpenAI's chat format wraps each message in ~3 tokens plus 1 for the role, and primes the
@@ -35,6 +38,54 @@ __all__ = [
 MESSAGE_OVERHEAD = 4
 TOOL_CALL_OVERHEAD = 4  # per call: id, type and the function wrapper
 REPLY_PRIMING = 3
+
+
+# An image part (OpenAI's "image_url" with detail "auto"/"high") costs 85 tokens plus 170 per
+# 512-px tile of the image scaled to fit 2048 x 2048 and then to a shortest side of 768 px:
+# the rule OpenAI documents for GPT-4o-class models. Other servers count differently, so this
+# is an estimate, used for every model. Unknown sizes count as a 1024 x 1024 image (4 tiles).
+IMAGE_BASE_TOKENS = 85
+IMAGE_TILE_TOKENS = 170
+IMAGE_PART_TOKENS = IMAGE_BASE_TOKENS + 4 * IMAGE_TILE_TOKENS
+
+
+def image_tokens(width: int | None, height: int | None) -> int:
+    """The estimated tokens of one image part of ``width`` x ``height`` pixels."""
+    if not width or not height or width <= 0 or height <= 0:
+        return IMAGE_PART_TOKENS
+    w, h = float(width), float(height)
+    if max(w, h) > 2048:
+        scale = 2048 / max(w, h)
+        w, h = w * scale, h * scale
+    if min(w, h) > 768:
+        scale = 768 / min(w, h)
+        w, h = w * scale, h * scale
+    tiles = -(-int(w) // 512) * -(-int(h) // 512)
+    return IMAGE_BASE_TOKENS + IMAGE_TILE_TOKENS * tiles
+
+
+def png_size(head: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG's first 24 bytes (its IHDR chunk), or None."""
+    if len(head) >= 24 and head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return None
+
+
+def _image_part_tokens(part: dict[str, Any]) -> int:
+    """A data-URL PNG part: sized from its header (32 base64 characters hold 24 bytes)."""
+    url = str((part.get("image_url") or {}).get("url") or "") if isinstance(part.get("image_url"), dict) else ""
+    _, sep, data = url.partition("base64,")
+    if sep:
+        import base64
+        import binascii
+
+        try:
+            size = png_size(base64.b64decode(data[:32]))
+        except (binascii.Error, ValueError):
+            size = None
+        if size:
+            return image_tokens(*size)
+    return IMAGE_PART_TOKENS
 
 
 class TokenCounter(Protocol):
@@ -101,6 +152,9 @@ class _MessageCounting:
             n += self.count(content)
         elif isinstance(content, list):  # multi-part content: count the text parts
             for part in content:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    n += _image_part_tokens(part)  # a fixed estimate, never the base64 text
+                    continue
                 text = part.get("text") if isinstance(part, dict) else None
                 n += self.count(text if isinstance(text, str) else json.dumps(part, default=str))
         for field in ("tool_call_id", "name"):

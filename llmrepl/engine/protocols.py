@@ -76,6 +76,9 @@ class Display(Protocol):
     def cell_output(self, stream: str, text: str) -> None: ...
     def cell_result(self, result: ExecResult) -> None: ...
     def notice(self, text: str, level: str = "info") -> None: ...
+    def busy(self, label: str | None, *, delay: float = 0.0) -> None:
+        """llmrepl is waiting (for the model: "waiting for gpt-4o"; a cell: "running cell 4",
+        shown after ``delay`` seconds of silence); None: the wait is over."""
 
 
 class NullDisplay:
@@ -105,3 +108,6 @@ class NullDisplay:
 
     def notice(self, text: str, level: str = "info") -> None:
         self.notices.append(text)
+
+    def busy(self, label: str | None, *, delay: float = 0.0) -> None:
+        pass

@@ -1,8 +1,11 @@
 """``--resume``: continue a stored session — the conversation exactly, then the namespace.
 
 The namespace comes back from the newest snapshot (``repl.snapshots``) or by re-running the
-session's cells after one confirmation. Either way the model is told what was restored, so
-it never refers to variables that are not there.
+session's cells after one confirmation. Every cell that would run is shown first (as the
+gate shows a cell: highlighted, sanitized, never cut without saying so) and the question
+gets the whole listing, so a front end can page through it; a cell holding characters that
+show unlike what Python reads is not re-run, as the gate refuses one. Either way the model
+is told what was restored, so it never refers to variables that are not there.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 from llmrepl.context.budget import NOTE_PREFIX
 from llmrepl.engine.protocols import Display
 from llmrepl.engine.session import Session
+from llmrepl.execution.risk import describe_hidden, hidden_characters
 from llmrepl.store.transcript import StoredSession
 
 __all__ = ["resume", "replayable_cells"]
@@ -28,8 +32,10 @@ def replayable_cells(stored: StoredSession) -> list[tuple[int, str]]:
     ]
 
 
-def resume(session: Session, stored: StoredSession, display: Display, *, confirm: Callable[[str], bool]) -> None:
-    """Rebuild ``session`` from ``stored``; ``confirm(question)`` asks before re-running cells."""
+def resume(session: Session, stored: StoredSession, display: Display, *,
+           confirm: Callable[[str, str], bool]) -> None:
+    """Rebuild ``session`` from ``stored``; ``confirm(question, listing)`` asks before re-running
+    cells, once they have been shown; ``listing`` is all of their code, for a pager."""
     info = stored.info
     session.restore_conversation(stored.messages, stored.exchanges)
     where = f"cell {info.crashed_in_cell}" if info.crashed_in_cell is not None else "this call"
@@ -58,13 +64,16 @@ def resume(session: Session, stored: StoredSession, display: Display, *, confirm
 
     if _from_snapshot(session, display):
         return
-    cells = replayable_cells(stored)
+    cells = _without_hidden(replayable_cells(stored), session, display)
     if not cells:
         if stored.cells:
             session.note("This session was resumed in a new llmrepl process; none of its cells could be re-run, "
                          "so the namespace is empty. Recreate what you need.")
         return
-    if not confirm(f"Re-run {len(cells)} cell(s) to rebuild the namespace? [Y/n] "):
+    for n, code in cells:  # what will run, before the question (--yes: shown, then run)
+        display.tool_code(code, label=f"llmrepl: cell {n}, to re-run")
+    listing = "\n".join(f"# --- cell {n} ---\n{code.rstrip(chr(10))}" for n, code in cells)
+    if not confirm(f"Re-run the {len(cells)} cell(s) above to rebuild the namespace? [Y/n] ", listing):
         display.notice("namespace not restored: variables from the earlier session do not exist now", "warning")
         session.note("This session was resumed in a new llmrepl process and the namespace was NOT restored: "
                      "variables, imports and functions from earlier cells do not exist now. Recreate what you need.")
@@ -81,6 +90,21 @@ def resume(session: Session, stored: StoredSession, display: Display, *, confirm
         display.notice(f"re-ran {len(results)} cells; the namespace is rebuilt")
         session.note(f"This session was resumed in a new llmrepl process. The namespace was rebuilt by re-running "
                      f"all {len(results)} earlier cells: the variables exist again.")
+
+
+def _without_hidden(cells: list[tuple[int, str]], session: Session, display: Display) -> list[tuple[int, str]]:
+    """Leave out cells whose code shows unlike what Python reads (``\\r``, bidi overrides, ...):
+    the gate refuses such code, so re-running it unseen is refused too, with the reason."""
+    kept: list[tuple[int, str]] = []
+    for n, code in cells:
+        found = hidden_characters(code)
+        if not found:
+            kept.append((n, code))
+            continue
+        reason = f"it holds characters that show unlike what Python reads ({describe_hidden(found)})"
+        display.notice(f"cell {n} will not be re-run: {reason}", "warning")
+        session.note(f"Cell {n} of the resumed session was not re-run: {reason}. What it made does not exist now.")
+    return kept
 
 
 def _from_snapshot(session: Session, display: Display) -> bool:

@@ -21,12 +21,13 @@ from llmrepl.context.budget import NOTE_PREFIX as _NOTE
 from llmrepl.context.builder import Context
 from llmrepl.context.prompts import format_result
 from llmrepl.engine.protocols import Display, NullDisplay, Reviewer
-from llmrepl.engine.turn import TurnLoop, TurnResult
+from llmrepl.engine.turn import TurnLoop, TurnResult, _busy
 from llmrepl.errors import LLMReplError
 from llmrepl.execution.executor import ExecResult, Executor
 from llmrepl.model.client import ModelClient
 from llmrepl.redact import Redactor
 from llmrepl.store.journal import Journal
+from llmrepl.store.records import display_record
 
 if TYPE_CHECKING:
     from llmrepl.store.snapshots import SnapshotStore
@@ -267,7 +268,11 @@ class Session(TurnLoop):
         self._hold_interrupts()
         cell = self.executor.cell_count + 1
         self.journal.append("cell_start", cell=cell, code=code)
-        result = self.executor.run(code)
+        _busy(self.display, f"running cell {cell}", 0.5)  # shown while it runs silently
+        try:
+            result = self.executor.run(code)
+        finally:
+            _busy(self.display, None)
         late = False
         try:
             self._after_cell(result)
@@ -321,6 +326,7 @@ class Session(TurnLoop):
             figures=result.figures,
             output_chars=result.output_chars,
             repairs=result.repairs,
+            **self._display_fields(result),
         )
         self.display.cell_result(result)
         self.context.observe(self.executor.namespace)
@@ -333,7 +339,8 @@ class Session(TurnLoop):
         self.journal.append("py", code=code)
         result = self.run_cell(code)
         text = self._feedback(result, False)
-        self._add({"role": "user", "content": f"{_NOTE}The user ran code directly with /py.\n{text}"})
+        self._add({"role": "user", "content": f"{_NOTE}The user ran code directly with /py.\n{text}",
+                   **self.context.images.refs(result)})
         return result
 
     def _feedback(self, result: ExecResult, edited: bool) -> str:
@@ -364,6 +371,26 @@ class Session(TurnLoop):
             result.value_repr = r(result.value_repr)
         if result.error is not None:
             result.error = r(result.error)
+        for item in [*getattr(result, "displays", ()), getattr(result, "value_data", None)]:
+            if item is not None:  # display bundles (execution/outputs.py): every text field
+                item.text = r(item.text)
+                item.data = {k: r(v) if isinstance(v, str) else v for k, v in item.data.items()}
+                if getattr(item, "screen", None) is not None:
+                    item.screen = r(item.screen)
+
+    def _display_fields(self, result: ExecResult) -> dict[str, Any]:
+        """``displays`` and ``value_data`` of a cell_end: text MIME types only, each cut to
+        the bound the output has; an image is its file name, never its bytes."""
+        displays = getattr(result, "displays", None) or []
+        value = getattr(result, "value_data", None)
+        if not displays and value is None:
+            return {}
+        cap = int(getattr(self.executor, "max_capture_chars", 1_000_000))
+        spent = [0]
+        fields: dict[str, Any] = {"displays": [display_record(d, cap, spent) for d in displays]}
+        if value is not None:
+            fields["value_data"] = display_record(value, cap, spent)
+        return fields
 
     # -- resuming a stored session --------------------------------------------------------
 

@@ -131,10 +131,17 @@ class TurnLoop:
         for attempt in (1, 2):
             messages = self.request_messages()
             self.display.answer_start()
+            _busy(self.display, f"waiting for {self.model.model}")  # until the first token
             try:
                 completion = self.model.complete(messages, tools=tools, on_text=on_text)
                 break
             except ModelError as e:
+                if e.kind == "bad_request" and self.context.images.sent and attempt == 1 and not e.partial:
+                    # the server takes no images (or not these): describe figures from now on
+                    self.context.images.reject()
+                    self.display.notice("the server rejected a request with images; figures go to the "
+                                        f"model as descriptions from now on ({e})", "warning")
+                    continue
                 if e.kind != "context_length" or attempt == 2 or e.partial:
                     self.display.answer_end(Completion(text=e.partial))  # show what arrived, then the error
                     raise
@@ -203,7 +210,8 @@ class TurnLoop:
             return "declined"
         result = self.run_cell(decision.code)
         turn.cells.append(result)
-        self._add({"role": "user", "content": _NOTE + self._feedback(result, decision.edited)})
+        self._add({"role": "user", "content": _NOTE + self._feedback(result, decision.edited),
+                   **self.context.images.refs(result)})  # figures as images, with repl.send_images
         return "interrupted" if result.interrupted else None
 
     def _declined(self, decision: Decision) -> None:
@@ -245,7 +253,7 @@ class TurnLoop:
                 continue
             result = self.run_cell(decision.code)
             turn.cells.append(result)
-            self._tool_reply(call, self._feedback(result, decision.edited))
+            self._tool_reply(call, self._feedback(result, decision.edited), self.context.images.refs(result))
             if result.interrupted:
                 stop = "interrupted"
         if completion.finish_reason not in ("stop", "tool_calls") and not stop:
@@ -253,8 +261,8 @@ class TurnLoop:
             return "cut_off"
         return stop
 
-    def _tool_reply(self, call: ToolCall, content: str) -> None:
-        self._add({"role": "tool", "tool_call_id": call.id, "content": content})
+    def _tool_reply(self, call: ToolCall, content: str, extra: dict[str, Any] | None = None) -> None:
+        self._add({"role": "tool", "tool_call_id": call.id, "content": content, **(extra or {})})
 
 
 
@@ -296,6 +304,13 @@ class TurnLoop:
             code=decision.code, reason=decision.reason, risks=[r.label for r in risks],
         )
         return decision
+
+
+def _busy(display: Display, label: str | None, delay: float = 0.0) -> None:
+    """``display.busy`` (a Display written before the spinner existed has none: no-op)."""
+    busy = getattr(display, "busy", None)
+    if busy is not None:
+        busy(label, delay=delay)
 
 
 def _refusal(hidden: list[Hidden]) -> str:

@@ -13,7 +13,6 @@ written by nbformat, and code cells hold only the cells' code.
 from __future__ import annotations
 
 import ast
-import base64
 import io
 import os
 import re
@@ -22,16 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from llmrepl.errors import LLMReplError
-from llmrepl.extract import PYTHON_TAGS, code_from_tool_call, extract_code
-from llmrepl.store.fileio import atomic_write_text, read_inside
+from llmrepl.extract import code_from_tool_call
+from llmrepl.store.fileio import atomic_write_text
 from llmrepl.store.quoting import as_comment, as_docstring
-from llmrepl.store.transcript import CellRecord, Entry, StoredSession
+from llmrepl.store.transcript import CellRecord, StoredSession
 
 __all__ = ["transcript_markdown", "export_py", "export_ipynb", "write_export", "ExportExists", "FORMATS"]
 
 FORMATS = (".py", ".ipynb", ".md")
-_MAX_FIGURE = 32 << 20  # a figure embedded in a notebook: PNGs llmrepl saved are far smaller
-_PNG = b"\x89PNG\r\n\x1a\n"
 
 
 class ExportExists(LLMReplError):
@@ -64,7 +61,11 @@ def _figure_target(path: str, base: Path | None) -> str:
         if rel and not rel.startswith(os.pardir):
             target = rel
     target = target.replace(os.sep, "/")
-    return f"<{target}>" if re.search(r"[\s()<>]", target) else target
+    # percent-encoded: a journal's file name can neither end the link nor start HTML or a new
+    # line in the transcript (``x>\n<script>``); a plain path reads as it is
+    from urllib.parse import quote
+
+    return quote(target, safe="/:@._-~+,=")
 
 
 def _header_lines(stored: StoredSession) -> list[str]:
@@ -113,12 +114,22 @@ def _cell_markdown(cell: CellRecord, kept: bool, base: Path | None) -> list[str]
     out = [_cell_title(cell, kept), "", _fence(cell.code, "python")]
     if cell.output:
         out += ["", "Output:", "", _fence(cell.output, "text")]
+    figures = list(cell.figures)
+    for item in cell.displays:
+        if item.filename:
+            if item.filename not in figures:
+                figures.append(item.filename)
+            continue  # linked below with the figures
+        text = item.data.get("text/plain") or item.text
+        if text:
+            out += ["", "Displayed:", "", _fence(text, "text")]
     if cell.value is not None:
         out += ["", "Value:", "", _fence(cell.value, "text")]
     if cell.error:
         out += ["", f"Error ({cell.error_type or 'error'}):", "", _fence(cell.error, "text")]
-    for path in cell.figures:
-        out += ["", f"![{os.path.basename(path)}]({_figure_target(path, base)})"]
+    for path in figures:
+        alt = re.sub(r"[\[\]\\<>`\s]+", " ", os.path.basename(path)).strip() or "figure"
+        out += ["", f"![{alt}]({_figure_target(path, base)})"]
     return out
 
 
@@ -270,131 +281,40 @@ def export_py(stored: StoredSession) -> str:
     lines = header
     if futures:
         lines += ["", f"from __future__ import {', '.join(futures)}"]
+    if any(_uses_display(c.code) for c in stored.cells if c.completed):
+        lines += ["", *_DISPLAY_PRELUDE]
     return "\n".join(lines + body) + "\n"
 
 
-# -- .ipynb -----------------------------------------------------------------------------
-
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})([^\n]*)$")
-
-
-def _prose(text: str) -> str:
-    """An answer without the Python blocks that become code cells (other fences stay)."""
-    out: list[str] = []
-    block: list[str] | None = None
-    opener = ""
-    for line in text.splitlines():
-        if block is None:
-            m = _FENCE.match(line)
-            if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):
-                block, opener = [line], m.group(1)
-            else:
-                out.append(line)
-            continue
-        block.append(line)
-        stripped = line.strip()
-        if stripped.startswith(opener) and set(stripped) == {opener[0]}:
-            info = _FENCE.match(block[0])
-            lang = info.group(2).strip().split()[0].lower() if info and info.group(2).strip() else ""
-            is_python = lang in PYTHON_TAGS or (not lang and extract_code("\n".join(block)).code is not None)
-            if not is_python:
-                out += block
-            block = None
-    if block is not None:
-        out += block
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
+# display() is in llmrepl's namespace, as in IPython's; a script run by python needs its own
+_DISPLAY_PRELUDE = [
+    "try:",
+    "    from IPython.display import display",
+    "except ImportError:  # outside IPython: show each object's text, as llmrepl's model saw it",
+    "    def display(*objs, **kwargs):",
+    "        for obj in objs:",
+    "            print(obj)",
+]
 
 
-def _figure_png(path: str, folder: Path) -> bytes | None:
-    """A figure for a notebook only when it is what llmrepl saved: a PNG inside the session's
-    own folder (a journal could name any file: a key, /dev/zero). Else None."""
-    data = read_inside(Path(path), folder, _MAX_FIGURE)
-    return data if data is not None and data.startswith(_PNG) else None
+def _uses_display(code: str) -> bool:
+    if "display" not in code:
+        return False
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    return any(isinstance(n, ast.Name) and n.id == "display" for n in ast.walk(tree))
 
 
-def _outputs(cell: CellRecord, folder: Path) -> list[Any]:
-    from nbformat.v4 import new_output
-
-    outputs: list[Any] = []
-    stdout = cell.stdout or ("" if cell.stderr else cell.output)
-    if stdout:
-        outputs.append(new_output("stream", name="stdout", text=stdout))
-    if cell.stderr:
-        outputs.append(new_output("stream", name="stderr", text=cell.stderr))
-    for path in cell.figures:
-        data = _figure_png(path, folder)
-        if data is None:
-            continue  # gone since, or not a figure of this session; its path is in the printed output
-        outputs.append(new_output(
-            "display_data",
-            data={"image/png": base64.b64encode(data).decode("ascii"), "text/plain": f"<figure {path}>"},
-        ))
-    if cell.value is not None:
-        outputs.append(new_output("execute_result", data={"text/plain": cell.value},
-                                  execution_count=cell.cell))
-    if cell.error:
-        lines = cell.error.rstrip("\n").splitlines() or [cell.error]
-        last = lines[-1]
-        ename = cell.error_type or "Error"
-        evalue = last.split(":", 1)[1].strip() if last.startswith(ename + ":") else last
-        outputs.append(new_output("error", ename=ename, evalue=evalue, traceback=lines))
-    return outputs
+# -- .ipynb (store/notebook.py) ---------------------------------------------------------
 
 
 def export_ipynb(stored: StoredSession) -> str:
-    """A valid nbformat 4 notebook: your messages and the model's prose as Markdown, each
-    cell that ran as a code cell with its output, values, errors and figures (PNG)."""
-    import nbformat
-    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+    """A valid nbformat 4 notebook of the session: see :mod:`llmrepl.store.notebook`."""
+    from llmrepl.store.notebook import export_ipynb as notebook
 
-    nb = new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    nb.metadata["llmrepl"] = {"session": stored.info.id, "model": stored.model}
-    cells: list[Any] = [new_markdown_cell("\n".join(_header_lines(stored)))]
-    folder = stored.info.path.with_suffix("")  # where this session's figures were saved
-    for entry in stored.timeline:
-        cells += _notebook_cells(entry, folder, new_code_cell, new_markdown_cell)
-    nb.cells = cells
-    nbformat.validate(nb)
-    return str(nbformat.writes(nb))
-
-
-def _notebook_cells(entry: Entry, folder: Path, new_code_cell: Any, new_markdown_cell: Any) -> list[Any]:
-    if entry.kind == "user":
-        return [new_markdown_cell(f"**You:** {entry.text}")]
-    if entry.kind == "assistant":
-        prose = _prose(entry.text)
-        return [new_markdown_cell(f"**Model:** {prose}")] if prose else []
-    if entry.kind == "declined":
-        why = entry.reason or "the user declined"
-        return [new_markdown_cell(f"_Not run ({why}):_\n\n{_fence(entry.text, 'python')}")]
-    if entry.kind == "note":
-        first = entry.text.strip().splitlines()[0] if entry.text.strip() else ""
-        return [new_markdown_cell(f"_llmrepl: {first}_")]
-    cell = entry.cell
-    if entry.kind != "cell" or cell is None:
-        return []
-    out = []
-    notes = []
-    if cell.source == "py":
-        notes.append("you ran it with /py")
-    if cell.edited:
-        notes.append("edited by you")
-    if entry.kept:
-        notes.append("its exchange was undone later; its variables were kept")
-    if not cell.completed:
-        notes.append("it did not finish: the session ended while it ran")
-    if notes:
-        out.append(new_markdown_cell(f"_Cell {cell.cell}: {'; '.join(notes)}._"))
-    meta = {"llmrepl": {"cell": cell.cell, "edited": cell.edited, "source": cell.source}}
-    out.append(new_code_cell(
-        cell.code,
-        execution_count=cell.cell if cell.completed else None,
-        outputs=_outputs(cell, folder) if cell.completed else [],
-        metadata=meta,
-    ))
-    return out
+    return notebook(stored)
 
 
 # -- writing ----------------------------------------------------------------------------

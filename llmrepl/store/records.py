@@ -34,6 +34,8 @@ __all__ = [
     "read_records",
     "describe_skipped",
     "is_session_id",
+    "JOURNAL_MIME_TYPES",
+    "display_record",
 ]
 
 MAX_RECORD_BYTES = 32 << 20   # a cell_end holds up to 1M characters of each stream: well below this
@@ -245,6 +247,78 @@ def _assistant_calls(value: Any) -> list[dict[str, str]]:
     return [{k: _text(c.get(k, "")) for k in ("id", "name", "arguments")} for c in value]
 
 
+# -- display bundles (Jupyter's display_data / execute_result) in a cell_end ------------------
+
+# The MIME types a journal keeps: text only. An image stays on disk (metadata "filename"); a
+# journal line that claims any other type (a script, an image as base64) loses that entry.
+JOURNAL_MIME_TYPES = ("text/plain", "text/html", "text/markdown")
+_META_TEXT = ("filename",)
+_META_INT = ("width", "height")
+_DISPLAYS_TOTAL = 4_000_000  # characters of display text one cell_end may hold (32 MiB lines)
+_DISPLAY_FLOOR = 2_000       # what each text keeps once that is spent
+
+
+def _cut(text: str, limit: int) -> str:
+    """Head and tail of ``text`` within ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    tail = limit // 5
+    head = limit - tail
+    return f"{text[:head]}\n[... {len(text) - head - tail:,} characters omitted ...]\n{text[len(text) - tail:]}"
+
+
+def display_record(item: Any, cap: int, spent: list[int] | None = None) -> dict[str, Any]:
+    """What a journal keeps of one display item (``outputs.DisplayData`` or alike): its text
+    MIME types, ``metadata`` filename/width/height, ``at`` and ``text``; never image bytes.
+    Each text is cut to ``cap`` characters (the bound the cell's output has), and all of a
+    cell's display text to a few million (``spent`` carries the count across items)."""
+    spent = spent if spent is not None else [0]
+
+    def kept(text: str) -> str:
+        room = min(cap, max(_DISPLAYS_TOTAL - spent[0], _DISPLAY_FLOOR))
+        text = _cut(text, room)
+        spent[0] += len(text)
+        return text
+
+    data = getattr(item, "data", None) or {}
+    meta = getattr(item, "metadata", None) or {}
+    out_data = {m: kept(data[m]) for m in JOURNAL_MIME_TYPES if isinstance(data.get(m), str)}
+    out_meta: dict[str, Any] = {k: str(meta[k]) for k in _META_TEXT if isinstance(meta.get(k), (str, os.PathLike))}
+    out_meta.update({k: int(meta[k]) for k in _META_INT if isinstance(meta.get(k), int) and not isinstance(meta.get(k), bool)})
+    at = getattr(item, "at", 0)
+    return {"data": out_data, "metadata": out_meta,
+            "at": at if isinstance(at, int) and at >= 0 else 0,
+            "text": kept(str(getattr(item, "text", "") or ""))}
+
+
+def _display(value: Any) -> dict[str, Any]:
+    """A display item as a journal holds it (see :func:`display_record`), checked."""
+    if not isinstance(value, dict):
+        raise BadRecord(f"a display that is not an object ({type(value).__name__})")
+    data = value.get("data", {})
+    if not isinstance(data, dict):
+        raise BadRecord("a display whose data is not an object")
+    kept: dict[str, str] = {}
+    for mime, text in data.items():
+        if not isinstance(text, str):
+            raise BadRecord(f"a display whose {str(mime)[:40]!r} is not text")
+        if mime in JOURNAL_MIME_TYPES:
+            kept[mime] = _text(text)
+    meta = value.get("metadata", {})
+    if not isinstance(meta, dict):
+        raise BadRecord("a display whose metadata is not an object")
+    out_meta: dict[str, Any] = {k: _text(meta[k]) for k in _META_TEXT if k in meta}
+    out_meta.update({k: _int_in(_MAX_INT)(meta[k]) for k in _META_INT if k in meta})
+    return {"data": kept, "metadata": out_meta, "at": _int_in(_MAX_SIZE)(value.get("at", 0)),
+            "text": _text(value.get("text", ""))}
+
+
+def _displays(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise BadRecord(f"expected a list, got {type(value).__name__}")
+    return [_display(v) for v in value]
+
+
 _S, _S_ = _text, _optional(_text)
 _N, _SIZE = _int_in(_MAX_INT), _int_in(_MAX_SIZE)
 _B, _B_ = _flag, _optional(_flag)
@@ -265,7 +339,8 @@ _FIELDS: dict[str, dict[str, Check]] = {
     "cell_start": {"cell": _N, "code": _S, "replay": _B},
     "cell_end": {"cell": _N, "output": _S, "stdout": _S, "stderr": _S, "value": _S_, "error": _S_,
                  "error_type": _S_, "duration": _seconds, "interrupted": _B, "timed_out": _B,
-                 "figures": _texts, "output_chars": _SIZE, "repairs": _plain, "replay": _B},
+                 "figures": _texts, "output_chars": _SIZE, "repairs": _plain, "replay": _B,
+                 "displays": _displays, "value_data": _optional(_display)},
     "snapshot": {"key": _S, "saved": _N, "skipped": _texts, "bytes": _SIZE},
     "late_output": {"stream": _S, "text": _S, "after_cell": _N},
     "command": {"line": _S},

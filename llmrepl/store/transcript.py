@@ -21,12 +21,39 @@ from llmrepl.errors import LLMReplError
 from llmrepl.store.catalogue import SessionInfo, summarize
 from llmrepl.store.records import Skipped, read_records
 
-__all__ = ["CellRecord", "Entry", "StoredSession", "load_session"]
+__all__ = ["CellRecord", "StoredDisplay", "Entry", "StoredSession", "load_session"]
 
 
 # What a cell's result message starts with (prompts.format_result), after the note prefix.
 _CELL_RESULT = ("llmrepl ran cell ", "The user ran code directly with /py.")
 _NOT_RUN = ("The cell was not run", "Not run:")
+
+
+@dataclass
+class StoredDisplay:
+    """A display item as the journal kept it (``outputs.DisplayData`` without image bytes):
+    text MIME types in ``data``; an image is ``metadata["filename"]``, the PNG on disk."""
+
+    data: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    at: int = 0
+    text: str = ""
+
+    @property
+    def filename(self) -> str | None:
+        name = self.metadata.get("filename")
+        return name if isinstance(name, str) and name else None
+
+    @classmethod
+    def from_record(cls, rec: Any) -> StoredDisplay | None:
+        if not isinstance(rec, dict):
+            return None
+        data, meta = rec.get("data"), rec.get("metadata")
+        data = data if isinstance(data, dict) else {}
+        meta = meta if isinstance(meta, dict) else {}
+        at = rec.get("at")
+        return cls({str(k): v for k, v in data.items() if isinstance(v, str)}, dict(meta),
+                   at if isinstance(at, int) and at >= 0 else 0, str(rec.get("text") or ""))
 
 
 @dataclass
@@ -49,6 +76,9 @@ class CellRecord:
     interrupted: bool = False
     timed_out: bool = False
     undone: bool = False                # its exchange was undone, its variables kept
+    output_chars: int = 0               # characters the cell wrote (``output`` may be a cut)
+    displays: list[StoredDisplay] = field(default_factory=list)  # in order, each with ``at``
+    value_data: StoredDisplay | None = None  # the value's bundle (journals before issue 12: None)
 
 
 @dataclass
@@ -243,6 +273,10 @@ class _Replay:
         cell.duration = float(rec.get("duration") or 0.0)
         cell.interrupted = bool(rec.get("interrupted"))
         cell.timed_out = bool(rec.get("timed_out"))
+        chars = rec.get("output_chars")
+        cell.output_chars = chars if isinstance(chars, int) and chars >= 0 else len(cell.output)
+        cell.displays = [d for d in map(StoredDisplay.from_record, rec.get("displays") or []) if d is not None]
+        cell.value_data = StoredDisplay.from_record(rec.get("value_data"))
 
     def _on_model_error(self, rec: dict[str, Any]) -> None:
         self.timeline.append(Entry("note", text=f"model error: {rec.get('message') or rec.get('kind')}"))

@@ -16,6 +16,7 @@ import base64
 import io
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -441,7 +442,8 @@ def _plot_session(server, tail: str) -> subprocess.CompletedProcess[str]:
         server.reply(answer)
     p = batch(server, "-y", input="make some data\nplot it\n" + tail)
     assert p.returncode == 0, p.stderr
-    assert "[figure saved:" in p.stdout
+    # the figure is named on screen (no inline images into a pipe): number, size, saved path
+    assert re.search(r"\[figure 1 (·|-) \d+(×|x)\d+ (·|-) \S+figure-001\.png\]", p.stdout), p.stdout
     return p
 
 

@@ -405,3 +405,62 @@ def test_resume_replay_and_the_dumb_terminal_cannot_drive_the_terminal(server):
     r.assert_ok()
     assert _drivers(r.stdout) == []
     assert "REPLAYED-CELL" in r.shown and "ASK-NAME? Ada" in r.shown
+
+
+# -------------------------------------------------------------------------------------------
+# issue 11, item 1, for --resume: every cell that will be re-run is shown before the question
+# -------------------------------------------------------------------------------------------
+
+def test_resume_shows_each_cell_it_will_re_run_before_asking(server):
+    """pty: ``--resume`` puts up the code of every stored cell, highlighted and sanitized like
+    any cell, before "Re-run ...?". Without the fix only the question was shown."""
+    fault_run(server, ["/py alpha = 'ALPHA-' + 'CODE'", "/py beta = len(alpha)  # BETA-LINE"], alive=False)
+    repl = spawn_repl(server, "--resume", wait_prompt=False)
+    repl.expect("to rebuild the namespace? [Y/n]")
+    before = repl.transcript  # the screen at the question (highlighting removed)
+    assert "alpha = 'ALPHA-' + 'CODE'" in before and "beta = len(alpha)  # BETA-LINE" in before, before
+    repl.send("y")
+    repl.expect("re-ran 2 cells")
+    repl.expect(PROMPT)
+    repl.ask("/py print('beta is', beta)")
+    repl.expect("beta is 10")
+    r = repl.finish()
+    r.assert_ok()
+    screen = r.shown
+    assert screen.index("BETA-LINE") < screen.index("to rebuild the namespace?")
+
+
+def test_resume_of_many_cells_is_read_in_the_pager_before_y_counts(server):
+    """pty, 40 rows: 40 stored cells are taller than the screen. The question says so, Enter
+    is not an answer until the pager has shown every line (never a cap that hides the middle).
+    Without the fix Enter re-ran cells the person could not have read."""
+    fault_run(server, [f"/py v_{i} = {i}" for i in range(40)], alive=False)
+    repl = spawn_repl(server, "--resume", wait_prompt=False)
+    repl.expect("taller than the screen")
+    repl.send("\r")
+    repl.expect("press v to read all of it")
+    repl.send("v")
+    repl.expect_re(_drawn("lines 1-39 of 80"))
+    _page_to_the_end(repl, 80)
+    repl.send("q")
+    repl.expect("to rebuild the namespace? [Y/n]")
+    repl.send("\r")
+    repl.expect("re-ran 40 cells")
+    repl.expect(PROMPT)
+    repl.ask("/py print('last', v_39)")
+    repl.expect("last 39")
+    r = repl.finish()
+    r.assert_ok()
+    assert "v_20 = 20" in r.stdout  # the middle was drawn
+
+
+def test_resume_with_yes_shows_the_cells_and_refuses_hidden_characters(server):
+    """Batch ``--resume --yes``: the cells are shown, then run; one holding a zero-width space
+    (shows unlike what Python reads) is not re-run, with the reason, as the gate refuses such
+    code. Without the fix nothing was shown and the hidden cell ran."""
+    fault_run(server, ["/py shown_var = 'SHOWN-' + 'VALUE'", "/py hidden_var = 'a\u200bb'"], alive=False)
+    r = fault_run(server, ["/py print(shown_var, 'hidden_var' in globals())"], args=("--resume",), yes=True)
+    r.assert_ok(journaled=[("cell_end", "SHOWN-VALUE False")])
+    assert "shown_var = 'SHOWN-' + 'VALUE'" in r.stdout
+    assert r.said("cell 2 will not be re-run", "U+200B ZERO WIDTH SPACE")
+    assert r.stdout.index("shown_var = 'SHOWN-'") < r.stdout.index("re-ran 1 cells")

@@ -390,6 +390,16 @@ BAD_SHAPES: list[bytes] = [
     b'"a string"\n',
     b'{"t":1.0,"event":"undo","removed":"all"}\n',
     b'{"t":1.0,"event":"decision","cell":null,"action":"run"}\n',
+    *(b'{"t":1.0,"event":"cell_end","cell":1,"output":"",' + shape + b'}\n' for shape in (
+        b'"displays":{"data":{}}',                                  # a display list that is not a list
+        b'"displays":["<table>"]',                                  # an item that is not an object
+        b'"displays":[{"data":"<b>x</b>"}]',                         # data that is not an object
+        b'"displays":[{"data":{"image/png":[137,80]}}]',             # bytes as a list of numbers
+        b'"displays":[{"data":{"text/plain":"x"},"at":-5}]',         # a place before the output
+        b'"displays":[{"data":{"text/plain":"x"},"metadata":{"width":"wide"}}]',
+        b'"displays":[{"data":{"text/plain":"x"},"metadata":{"filename":["/etc/passwd"]}}]',
+        b'"value_data":{"data":{"text/plain":7}}',                   # a value bundle with a number
+    )),
 ]
 
 
@@ -561,3 +571,67 @@ def test_interactive_export_onto_an_existing_file_asks_and_enter_keeps_it(server
     assert "x = 41" in target.read_text()
     if term == "dumb":
         assert "\x1b" not in r.stdout, "escape codes written to a dumb terminal"
+
+
+# -- display bundles in a journal (issue 12) ------------------------------------------------
+
+
+DISPLAY_SHAPES = BAD_SHAPES[-8:]
+
+
+def test_a_display_of_the_wrong_shape_costs_only_its_line(tmp_path):
+    """A cell_end whose ``displays`` or ``value_data`` has the wrong shape is skipped with its
+    reason, like any bad record; the rest of the session loads and exports. Before issue 12's
+    checks: a display that is not an object would have broken the notebook export."""
+    from llmrepl.store.export import export_ipynb, transcript_markdown
+    from llmrepl.store.transcript import load_session
+
+    head = _good("shapes", cell=1)
+    path = _write_journal(tmp_path, "20990101-000000-7", [*head, *DISPLAY_SHAPES])
+    stored = load_session(path)
+    assert [s.line for s in stored.skipped] == list(range(len(head) + 1, len(head) + 1 + len(DISPLAY_SHAPES)))
+    assert all("cell_end.displays" in s.reason or "cell_end.value_data" in s.reason for s in stored.skipped), \
+        stored.skipped
+    assert [c.cell for c in stored.cells] == [1] and stored.cells[0].completed
+    assert '"cell_type": "code"' in export_ipynb(stored) and "### Cell 1" in transcript_markdown(stored)
+
+
+def test_a_notebook_keeps_only_text_types_and_the_sessions_own_figures(tmp_path):
+    """A journal's display may name any MIME type and any file: the notebook keeps text/plain,
+    text/html and text/markdown (no script, no image the journal carries as base64) and embeds
+    a figure only from the session's own folder, not through a link. Before: no such check."""
+    import nbformat
+
+    from llmrepl.store.export import export_ipynb
+    from llmrepl.store.transcript import load_session
+
+    sid = "20990101-000000-8"
+    own = tmp_path / "sessions" / sid
+    own.mkdir(parents=True)
+    (own / "figure-001.png").write_bytes(PNG + b"own figure")
+    secret = tmp_path / "id_ed25519.png"
+    secret.write_bytes(PNG + b"TOP-SECRET-BYTES")
+    (own / "figure-002.png").symlink_to(secret)
+    planted = base64.b64encode(PNG + b"PLANTED").decode()
+    displays = [
+        {"data": {"text/plain": "t", "application/javascript": "alert(1)", "image/png": planted}, "at": 0, "text": "t"},
+        {"data": {"text/plain": "own"}, "metadata": {"filename": str(own / "figure-001.png")}, "at": 0, "text": "own"},
+        {"data": {"text/plain": "out"}, "metadata": {"filename": str(secret)}, "at": 0, "text": "out"},
+        {"data": {"text/plain": "link"}, "metadata": {"filename": str(own / "figure-002.png")}, "at": 0,
+         "text": "link"},
+    ]
+    end = {"t": 1.0, "event": "cell_end", "cell": 1, "output": "", "stdout": "", "stderr": "", "value": "1",
+           "error": None, "error_type": None, "duration": 0.1, "interrupted": False, "timed_out": False,
+           "figures": [], "output_chars": 0, "displays": displays,
+           "value_data": {"data": {"text/plain": "1", "text/javascript": "alert(2)"}, "at": 0, "text": "1"}}
+    path = _write_journal(tmp_path, sid, [*_good("plot")[:5], _line(end)])
+    text = export_ipynb(load_session(path))
+    nb = nbformat.reads(text, as_version=4)
+    nbformat.validate(nb)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert [base64.b64decode(o["data"]["image/png"]) for o in outputs if "image/png" in o.get("data", {})] \
+        == [PNG + b"own figure"]
+    mimes = {m for o in outputs for m in o.get("data", {})}
+    assert mimes == {"text/plain", "image/png"}, mimes
+    assert "alert(" not in text and planted not in text and "TOP-SECRET" not in text
+    assert base64.b64encode(PNG + b"TOP-SECRET-BYTES").decode() not in text
