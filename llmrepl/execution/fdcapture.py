@@ -33,7 +33,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from llmrepl.execution.guards import fd_ident
+from llmrepl.execution.guards import PRIVATE_FLOOR, fd_ident
 
 if TYPE_CHECKING:
     from llmrepl.execution.capture import CaptureRouter
@@ -50,13 +50,14 @@ _STREAMS = ((1, "stdout"), (2, "stderr"))
 
 
 def _private(fd: int) -> int:
-    """Move ``fd`` to a close-on-exec number of 3 or more (a pipe made while fd 0 is closed
-    would otherwise land in a std slot)."""
+    """Move ``fd`` to a close-on-exec number at or above ``PRIVATE_FLOOR``: never a std slot (a
+    pipe made while fd 0 is closed would land there), and out of the way of a cell's
+    ``os.dup2(1, 9)``, which would otherwise replace the pipe's read end with its write end."""
     import fcntl
 
-    if fd > 2:
+    if fd >= PRIVATE_FLOOR:
         return fd
-    moved = int(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3))
+    moved = int(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, PRIVATE_FLOOR))
     _close(fd)
     return moved
 
@@ -131,7 +132,7 @@ class FdCapture:
                 if terminal is None or terminal.private(fd) is None:
                     import fcntl
 
-                    self._saved[fd] = int(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3))
+                    self._saved[fd] = int(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, PRIVATE_FLOOR))
                 self._pipes.append(_Pipe(fd, stream))
         except OSError:  # no fds to spare: cells' fd output goes where it went before
             for own in self._saved.values():

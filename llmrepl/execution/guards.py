@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO, cast
 
-__all__ = ["TerminalStreams", "SignalGuard", "fd_ident"]
+__all__ = ["TerminalStreams", "SignalGuard", "fd_ident", "PRIVATE_FLOOR"]
 
 # Bound at import: this runs after a cell, which may have rebound anything.
 _fstat, _dup2, _get_blocking, _set_blocking = os.fstat, os.dup2, os.get_blocking, os.set_blocking
@@ -45,12 +45,29 @@ def fd_ident(fd: int) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def _private_floor() -> int:
+    """The lowest number for llmrepl's private fds: high enough that a cell's ``os.dup2(x, 9)``
+    or a library's next ``open()`` never lands on one (half the open-file limit, at most 512)."""
+    import resource
+
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (OSError, ValueError):
+        return 3
+    if soft == resource.RLIM_INFINITY:
+        return 512
+    return max(3, min(512, soft // 2))
+
+
+PRIVATE_FLOOR = _private_floor()
+
+
 def _dup_private(fd: int) -> int | None:
     """A close-on-exec copy of ``fd`` numbered 3 or more (never in a std slot); None if closed."""
     import fcntl
 
     try:
-        return int(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3))
+        return int(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, PRIVATE_FLOOR))
     except OSError:
         return None
 
