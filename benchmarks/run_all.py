@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["startup", "help", "imports", "executor", "render", "context", "memory"]
+ORDER = ["startup", "help", "imports", "executor", "render", "context", "cache", "memory"]
 EXIT_MISSED = 3
 
 

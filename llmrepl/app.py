@@ -43,7 +43,7 @@ class ModelSetup:
 
     def __init__(self, model: OpenAIModel, *, api_key: str | None, base_url: str | None, explicit_model: bool,
                  config_path: str, on_server: Callable[[str, int | None], None] | None = None,
-                 find_local: bool = True) -> None:
+                 find_local: bool = True, probe_ports: str = "11434,1234,8080,8000") -> None:
         import threading
 
         self.model = model
@@ -52,21 +52,49 @@ class ModelSetup:
         self.explicit_model = explicit_model
         self.config_path = config_path
         self.find_local = find_local  # model.find_local: look for a local server at all
+        self.probe_ports = probe_ports  # model.probe_ports: where
         self.done = threading.Event()
         self.message: tuple[str, str] | None = None
         self._lock = threading.Lock()
         self._listener: Callable[[str, str], None] | None = None
         self.configured = bool(api_key or base_url)
-        if self.configured:
+        if base_url:  # ask the configured server for its models and window (probe.describe_server)
+            threading.Thread(target=self._ask, args=(base_url,), name="llmrepl-ask", daemon=True).start()
+        elif self.configured:
             self.done.set()
         else:
             threading.Thread(target=self._probe, name="llmrepl-probe", daemon=True).start()
 
+    def _ask(self, base_url: str) -> None:
+        """With --base-url and no -m, the model the server lists; and the window it runs with."""
+        msg: tuple[str, str] | None = None
+        try:
+            from llmrepl.model.probe import describe_server
+
+            server = describe_server(base_url, api_key=self.api_key, timeout=3.0)
+            if server is not None:
+                # a local server (named by its answers) or one serving a single model; a cloud
+                # gateway listing hundreds is not guessed from: the default name stays
+                local = server.name in ("llama.cpp", "vLLM", "Ollama", "LM Studio") or len(server.models) == 1
+                if not self.explicit_model and local and server.models and self.model.model not in server.models:
+                    self.model.model = server.models[0]
+                    msg = (f"no model named (-m); using {self.model.model}, listed by {server.name}", "info")
+                if self.on_server is not None:
+                    self.on_server(self.model.model, server.context_length)
+        except Exception:  # asking must never take the REPL down
+            pass
+        with self._lock:
+            self.message = msg
+            listener = self._listener
+            self.done.set()
+        if listener is not None and msg is not None:
+            listener(*msg)
+
     def _probe(self) -> None:
         try:
-            from llmrepl.model.probe import find_local_server
+            from llmrepl.model.probe import candidates, find_local_server
 
-            server = find_local_server() if self.find_local else None
+            server = find_local_server(candidates(self.probe_ports)) if self.find_local else None
         except Exception:  # a probe must never take the REPL down
             server = None
         if server is not None:
@@ -81,7 +109,11 @@ class ModelSetup:
                 msg = (msg[0] + f"; ignored {server.rejected} model id(s) it listed that are not plain names "
                        "(letters, digits, . _ : / @ + = ~ -; up to 200): use -m NAME to pick one", "warning")
         else:
-            msg = (NO_MODEL_HELP.format(config=self.config_path), "warning")
+            text = NO_MODEL_HELP.format(config=self.config_path)
+            if self.explicit_model:  # -m NAME alone names a model, not where to send it
+                text = (f"model {self.model.model!r} is named, but there is no API key and no base URL to send "
+                        "messages to, so they cannot be answered yet." + text[text.index(" Set one up"):])
+            msg = (text, "warning")
         with self._lock:
             self.message = msg
             listener = self._listener
@@ -280,6 +312,10 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
     def model_changed(name: str, server_reported: int | None = None) -> None:
         """A new model (by /model or found by the probe): its window and its encoding."""
         context.context_window = context_window_for(name, config.model.context_window, server_reported)
+        if not config.model.context_window:  # a small window a server reports leaves room for history
+            from llmrepl.engine.turn import fit_answer_to_window
+
+            fit_answer_to_window(context, model)
         encoding = encoding_for_model(name, config.model.encoding)
         if encoding != getattr(context.counter, "encoding_name", encoding):
             context.counter = TiktokenCounter(encoding, on_fallback=tokenizer_fallback)
@@ -293,7 +329,7 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
 
     setup = ModelSetup(model, api_key=api_key, base_url=config.model.base_url, explicit_model=explicit,
                        config_path=str(config.path or default_config_path(env)), on_server=server_found,
-                       find_local=config.model.find_local)
+                       find_local=config.model.find_local, probe_ports=config.model.probe_ports)
     if config.repl.snapshots:
         from llmrepl.store.snapshots import SnapshotStore
 

@@ -60,6 +60,7 @@ class ModelConfig:
     input_price: float | None = None   # USD per million prompt tokens, for /tokens' cost estimate
     output_price: float | None = None  # USD per million completion tokens
     find_local: bool = True  # with no key and no base URL, look for a server on 127.0.0.1's usual ports
+    probe_ports: str = "11434,1234,8080,8000"  # those ports, in order (Ollama, LM Studio, llama.cpp, vLLM)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ _SECTIONS: dict[str, type] = {"model": ModelConfig, "repl": ReplConfig, "exec": 
 
 _MAX_FILE_BYTES = 1 << 20  # a config file is a few lines; a bigger one is a mistake (or an attack)
 _ENV_KEYS = {"OPENAI_BASE_URL": "model.base_url", "LLMREPL_MODEL": "model.name",
-             "LLMREPL_FIND_LOCAL": "model.find_local", "LLMREPL_INLINE_IMAGES": "repl.inline_images"}
+             "LLMREPL_FIND_LOCAL": "model.find_local",
+             "LLMREPL_PROBE_PORTS": "model.probe_ports", "LLMREPL_INLINE_IMAGES": "repl.inline_images"}
 _RANGES = RANGES  # the bounds live in config_bounds; these names stay for the tests
 
 

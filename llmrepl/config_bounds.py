@@ -48,7 +48,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 # none may hold: C0, DEL and C1 controls, zero-width and bidi marks, which would otherwise reach
 # the terminal, a request line or a header. The pattern is compiled on first use.
 _MAX_CHARS = {"model.name": 1000, "model.base_url": 2048, "model.api_key_env": 256,
-              "model.api_key": 16_384, "model.encoding": 100}
+              "model.api_key": 16_384, "model.encoding": 100, "model.probe_ports": 200}
 _CONTROL = r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]"
 _NON_EMPTY = {"model.name", "model.api_key_env", "model.encoding", "model.api_key"}
 _SECRET = {"model.api_key"}
@@ -109,6 +109,9 @@ def check_value(where: str, key: str, value: object, base: type) -> object:
         if key in CHOICES and value not in CHOICES[key]:
             words = ", ".join(f'"{c}"' for c in CHOICES[key][:-1]) + f' or "{CHOICES[key][-1]}"'
             raise ConfigError(f"{where}: {key} must be {words}, got {got}")
+        if key == "model.probe_ports" and not _ports_ok(value):
+            raise ConfigError(f"{where}: {key} must be up to 16 TCP ports separated by commas, got {got}"
+                              ' (for example "11434,1234,8080,8000"; "" probes none)')
         if key == "model.base_url" and not re.match(r"https?://[^/\s]", value):
             raise ConfigError(
                 f"{where}: {key} must be an http:// or https:// URL, got {got}"
@@ -117,6 +120,12 @@ def check_value(where: str, key: str, value: object, base: type) -> object:
     if key in RANGES and isinstance(value, (int, float)):
         _check_range(where, key, value, got)
     return float(value) if base is float else value  # type: ignore[arg-type]  # in range: no overflow
+
+
+def _ports_ok(value: str) -> bool:
+    """``model.probe_ports``: "" or up to 16 TCP ports (1-65535) separated by commas."""
+    parts = [p.strip() for p in value.split(",")] if value.strip() else []
+    return len(parts) <= 16 and all(re.fullmatch(r"[1-9]\d{0,4}", p) and int(p) <= 65535 for p in parts)
 
 
 def _check_range(where: str, key: str, value: float, got: str) -> None:

@@ -5,6 +5,14 @@ Queue one reply or fault per chat-completion request, point the SDK (or ``llmrep
 with hand-made chunked transfer encoding, so a clean end and a dropped connection
 (``cut``) look to the client exactly as they would from a real server.
 
+Usage carries ``prompt_tokens_details.cached_tokens`` as OpenAI reports it: the longest
+prefix this request shares with an earlier one, counted in whole 128-token blocks past the
+first 1,024 (0 below that). Tokens here are 4 characters of the prompt rendered as a chat
+template would (tools, then each message's role, content and tool calls, in the order and
+key order received). ``measure_usage = True`` reports the rendered prompt's own token count
+as ``prompt_tokens``; otherwise a reply's scripted count (10 by default) is kept and the
+cached count never exceeds it.
+
 Standalone: ``python tests/fakeserver.py --port 0 --reply "hello"`` prints the base URL.
 """
 
@@ -13,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import select
 import socket
 import threading
@@ -32,7 +41,7 @@ class _Reply:
     text: str = ""
     tool_calls: list[tuple[str, str]] = field(default_factory=list)
     finish_reason: Any = _AUTO  # _AUTO: "tool_calls"/"stop"; "" or None-after-explicit: omit
-    usage: tuple[int, int] | None = (10, 5)
+    usage: tuple[int, ...] | None = (10, 5)  # (prompt, completion[, cached])
     chunk_size: int = 8
     delay: float = 0.0  # between stream chunks (once, before answering, without stream)
     before: float = 0.0  # wait before sending anything (slow)
@@ -59,6 +68,9 @@ class FakeOpenAI:
         self.require_key: str | None = None  # 401 unless "Authorization: Bearer <key>"
         self.strict_models = False  # 404 model_not_found for models not in self.models
         self.default_reply: str | None = None  # answer with this when the queue is empty
+        self.measure_usage = False  # prompt_tokens: the rendered prompt's count (see above)
+        self.prompts: list[str] = []  # each chat request rendered as the cache sees it
+        self.cached: list[int] = []  # cached_tokens reported for each (before any cap)
         self.disconnects = 0  # streams the client closed before the end
         self.disconnected = threading.Event()
         self._queue: collections.deque[_Reply] = collections.deque()
@@ -112,7 +124,7 @@ class FakeOpenAI:
         *,
         tool_calls: list[tuple[str, str]] | None = None,
         finish_reason: Any = _AUTO,
-        usage: tuple[int, int] | None = (10, 5),
+        usage: tuple[int, ...] | None = (10, 5),
         chunk_size: int = 8,
         delay: float = 0.0,
         done: bool = True,
@@ -160,7 +172,8 @@ class FakeOpenAI:
         self._push(_Reply("raw", status=status, body=raw, content_type=content_type))
 
     def cut(self, text: str, *, chunk_size: int = 8) -> None:
-        """Stream ``text`` then drop the TCP connection (no finish_reason, no [DONE])."""
+        """Stream ``text`` then drop the TCP connection (no finish_reason, no [DONE]); without
+        stream, send half the JSON body then drop it."""
         self._push(_Reply("reply", text, chunk_size=max(1, chunk_size), cut=True, usage=None))
 
     def stall(self, text: str, seconds: float, *, chunk_size: int = 8) -> None:
@@ -282,6 +295,9 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             return self._send(400, _error_body("We could not parse the JSON body of your request.", None))
         fake.requests.append(req)
+        prompt = render_prompt(req)
+        fake.cached.append(cached_tokens(prompt, fake.prompts))
+        fake.prompts.append(prompt)
         fake.headers.append({k.lower(): v for k, v in self.headers.items()})
         if not self._authorized():
             return
@@ -291,6 +307,10 @@ class _Handler(BaseHTTPRequestHandler):
                 f"The model `{model}` does not exist or you do not have access to it.",
                 "model_not_found"))
         r = fake._pop()
+        if r is not None and r.usage is not None and len(r.usage) == 2:
+            measured = (len(prompt) + 3) // 4
+            p = measured if fake.measure_usage else r.usage[0]
+            r.usage = (p, r.usage[1], min(fake.cached[-1], p))
         if r is None:
             return self._send(500, _error_body(
                 "fake server: no reply queued", "no_reply_queued", "server_error"))
@@ -300,6 +320,16 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(r.status, r.body or b"", r.content_type, r.headers)
             if req.get("stream"):
                 self._stream(r, model, bool((req.get("stream_options") or {}).get("include_usage")))
+            elif r.cut:  # without stream: half the body, then the connection drops
+                body = json.dumps(_completion_json(r, model)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
             else:
                 self._wait(r.delay)
                 self._send(200, json.dumps(_completion_json(r, model)).encode())
@@ -385,8 +415,39 @@ def _finish(r: _Reply) -> str:
     return str(r.finish_reason or "")
 
 
-def _usage(u: tuple[int, int]) -> dict[str, int]:
-    return {"prompt_tokens": u[0], "completion_tokens": u[1], "total_tokens": u[0] + u[1]}
+def _usage(u: tuple[int, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {"prompt_tokens": u[0], "completion_tokens": u[1], "total_tokens": u[0] + u[1]}
+    if len(u) > 2:
+        out["prompt_tokens_details"] = {"cached_tokens": u[2], "audio_tokens": 0}
+    return out
+
+
+CHARS_PER_TOKEN = 4
+
+
+def render_prompt(req: dict[str, Any]) -> str:
+    """The request's prompt as a server's chat template lays it out: tools first, then each
+    message in order. JSON keeps the key order the client sent, so an unstable order shows."""
+    out = [json.dumps(t) for t in req.get("tools") or []]
+    for m in req.get("messages") or []:
+        content = m.get("content")
+        text = content if isinstance(content, str) else json.dumps(content)
+        calls = json.dumps(m["tool_calls"]) if m.get("tool_calls") else ""
+        out.append(f"<|{m.get('role')}|>{m.get('tool_call_id') or ''}{text}{calls}<|end|>")
+    return "".join(out)
+
+
+def cached_tokens(prompt: str, earlier: list[str]) -> int:
+    """OpenAI's rule: the longest prefix shared with an earlier request, in 128-token blocks
+    past the first 1,024 tokens; nothing below 1,024."""
+    best = 0
+    for old in earlier:
+        n = len(os.path.commonprefix([old, prompt]))
+        best = max(best, n)
+    tokens = best // CHARS_PER_TOKEN
+    if tokens < 1024:
+        return 0
+    return 1024 + (tokens - 1024) // 128 * 128
 
 
 def _completion_json(r: _Reply, model: str) -> dict[str, Any]:

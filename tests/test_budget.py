@@ -470,3 +470,11 @@ def test_an_image_part_counts_its_estimate_not_its_base64():
     message = {"role": "user", "content": [{"type": "text", "text": "hi"}, part]}
     assert counter.count_message(message) == MESSAGE_OVERHEAD + counter.count("hi") + 765
     assert image_tokens(1024, 1024) == 765 and image_tokens(2048, 4096) == 1105  # OpenAI's worked examples
+
+
+def test_nothing_but_the_system_prompt_is_counted_once_and_nothing_is_left_out():
+    """/tokens before the first message: no "-1 older messages", the rules counted once."""
+    system = {"role": "system", "content": "the rules " * 20}
+    r = fit_messages([system], budget=1000, counter=ApproxCounter())
+    assert r.messages == [system] and r.dropped == 0 and r.parts["newest"] == 0
+    assert r.tokens == ApproxCounter().count_message(system) + REPLY_PRIMING

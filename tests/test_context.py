@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmrepl.context.builder import Context
+from llmrepl.context.builder import STATE_PREFIX, Context, without_state
 from llmrepl.context.tokens import TiktokenCounter
 from llmrepl.engine.protocols import AutoApprove, NullDisplay, ScriptedReviewer
 from llmrepl.engine.session import Session
@@ -56,7 +56,7 @@ def test_feedback_respects_the_token_cap_even_with_long_code():
     session = Session(model, Executor(), display=NullDisplay(), max_output_chars=50_000,
                       context=Context(context_window=8000, reserve=500))
     session.step("go", AutoApprove())
-    fed = model.calls[1]["messages"][-1]["content"]
+    fed = model.calls[1]["messages"][-1]["content"].split("\n\n" + STATE_PREFIX)[0]  # the result alone
     assert "left out" in fed  # it had to shrink
     assert session.context.counter.count(fed) <= session.context.budget // 4
 
@@ -87,7 +87,7 @@ def test_every_request_leaves_through_the_redactor():
     sent = ctx.build(history, {"token": key, key: 1})
     text = str(sent)
     assert key not in text and key[:12] not in text and key[-12:] not in text
-    assert "[REDACTED]" in sent[0]["content"] and sent[1]["content"] == "key [REDACTED]"
+    assert "[REDACTED]" in sent[-1]["content"] and without_state(sent[1]["content"]) == "key [REDACTED]"
     assert history[0]["content"] == f"key {key}"  # the conversation itself is not changed
 
 
@@ -188,8 +188,8 @@ def test_images_go_through_the_real_sdk_and_a_400_turns_them_off(tmp_path, serve
                       context=Context(context_window=60_000, reserve=500, send_images=True))
     session.step("plot", AutoApprove())
     parts = server.requests[1]["messages"][-1]["content"]
-    assert isinstance(parts, list) and parts[-1]["type"] == "image_url"
-    url = parts[-1]["image_url"]["url"]
+    assert isinstance(parts, list) and parts[-2]["type"] == "image_url" and parts[-1]["text"].startswith("\n\n" + STATE_PREFIX)
+    url = parts[-2]["image_url"]["url"]
     assert url.startswith("data:image/png;base64,") and base64.b64decode(url.split(",", 1)[1]) == tiny_png()
     session.step("again", AutoApprove())
     assert "image_url" in str(server.requests[3]["messages"])       # rejected with a 400 ...

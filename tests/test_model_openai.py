@@ -427,3 +427,20 @@ def test_errors_show_a_base_url_without_its_credentials(srv: FakeOpenAI) -> None
 def test_a_piece_of_the_key_in_a_server_message_is_redacted() -> None:
     e = to_model_error(RuntimeError(f"key ending {SECRET[6:]} revoked"), base_url=None, model="m", api_key=SECRET)
     assert SECRET[6:] not in str(e) and "[REDACTED]" in str(e)
+
+
+def test_connection_dropped_mid_answer_without_stream_is_not_called_unreachable(srv: FakeOpenAI) -> None:
+    srv.cut("the answer that never arrives whole")
+    e = fail_with(make(srv, stream=False))
+    assert e.kind == "connection"
+    assert "dropped before the answer was complete" in str(e)
+    assert "no connection could be made" not in str(e) and "cannot reach" not in str(e)
+
+
+def test_llama_cpp_status_error_shows_its_status_once(srv: FakeOpenAI) -> None:
+    # llama.cpp (and vLLM) repeat the HTTP status as the error's "code"
+    srv.fail(400, body=json.dumps({"error": {"code": 400, "type": "invalid_request_error",
+                                             "message": "'messages' is required"}}),
+             content_type="application/json")
+    e = fail_with(make(srv))
+    assert "(400)" in str(e) and "400, 400" not in str(e)

@@ -71,13 +71,14 @@ MODELS = {"object": "list", "data": [{"id": "llama3.2", "object": "model"}, {"id
 def test_finds_a_server_with_models(serve) -> None:
     port = serve(200, MODELS)
     found = find_local_server([("Ollama", port)])
-    assert found == LocalServer("Ollama", f"http://127.0.0.1:{port}/v1", ["llama3.2", "qwen3"])
+    # named by what it answers, not by the port it was found on: this one says nothing more
+    assert found == LocalServer("an OpenAI-compatible server", f"http://127.0.0.1:{port}/v1", ["llama3.2", "qwen3"])
 
 
 def test_server_with_zero_models_counts(serve) -> None:
     port = serve(200, {"object": "list", "data": []})
     assert find_local_server([("LM Studio", port)]) == LocalServer(
-        "LM Studio", f"http://127.0.0.1:{port}/v1", [])
+        "an OpenAI-compatible server", f"http://127.0.0.1:{port}/v1", [])
 
 
 def test_ollama_null_data_counts_as_no_models(serve) -> None:
@@ -120,18 +121,18 @@ def test_silent_port_does_not_stall(silent_port: int) -> None:
 def test_list_order_wins_over_speed(serve, silent_port: int) -> None:
     first, second = serve(200, {"data": [{"id": "first"}]}), serve(200, {"data": [{"id": "second"}]})
     found = find_local_server([("A", first), ("B", second)])
-    assert found is not None and found.name == "A" and found.models == ["first"]
+    assert found is not None and found.base_url.endswith(f":{first}/v1") and found.models == ["first"]
     # a silent first candidate is waited for (until the deadline), then the next one is used
     start = time.monotonic()
     found = find_local_server([("silent", silent_port), ("B", second)], timeout=0.5)
     assert time.monotonic() - start < 5
-    assert found is not None and found.name == "B"
+    assert found is not None and found.base_url.endswith(f":{second}/v1")
 
 
 def test_failing_candidates_are_skipped(serve) -> None:
     bad, good = serve(404, {}), serve(200, MODELS)
     found = find_local_server([("bad", bad), ("gone", free_port()), ("good", good)])
-    assert found is not None and found.name == "good"
+    assert found is not None and found.base_url.endswith(f":{good}/v1")
 
 
 def test_probes_run_concurrently(serve) -> None:
@@ -190,7 +191,7 @@ def test_proxy_variables_are_ignored(serve, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_probe_server_alone(serve) -> None:
     port = serve(200, MODELS)
-    assert probe_server("x", port) == LocalServer("x", f"http://127.0.0.1:{port}/v1",
+    assert probe_server("x", port) == LocalServer("an OpenAI-compatible server", f"http://127.0.0.1:{port}/v1",
                                                   ["llama3.2", "qwen3"])
 
 
@@ -230,3 +231,126 @@ def test_absurd_context_length_is_ignored(serve) -> None:
     port = serve(200, {"data": [{"id": "m", "max_model_len": 10**30}]})
     server = probe_server("vLLM", port, timeout=2)
     assert server is not None and server.context_length is None
+
+
+# -- each server by its own answers (shapes from each server's source or docs) ----------------
+
+def _routes_handler(routes: dict[str, object], seen: list[str]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            sent = self.rfile.read(length) if length else b""
+            seen.append(f"{self.command} {self.path} {sent.decode()}".strip())
+            payload = routes.get(f"{self.command} {self.path}")
+            body = json.dumps(payload if payload is not None else {"error": "not found"}).encode()
+            self.send_response(200 if payload is not None else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def serve_routes() -> Iterator:
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(routes: dict[str, object], seen: list[str] | None = None) -> int:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _routes_handler(routes, seen if seen is not None else []))
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+        return server.server_address[1]
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+# llama.cpp tools/server: /v1/models lists "owned_by": "llamacpp" with "meta"; /props holds the
+# window in force in default_generation_settings.n_ctx
+LLAMA_CPP = {
+    "GET /v1/models": {"object": "list", "data": [{
+        "id": "qwen2.5-0.5b-instruct-q4_k_m.gguf", "object": "model", "created": 1733000000,
+        "owned_by": "llamacpp", "meta": {"vocab_type": 2, "n_vocab": 151936, "n_ctx_train": 32768,
+                                         "n_embd": 896, "n_params": 494032768, "size": 491400032}}]},
+    "GET /props": {"default_generation_settings": {"n_ctx": 4096, "params": {}}, "total_slots": 1,
+                   "model_path": "/models/qwen2.5-0.5b-instruct-q4_k_m.gguf"},
+}
+# vLLM entrypoints/openai/protocol.py ModelCard
+VLLM = {"GET /v1/models": {"object": "list", "data": [{
+    "id": "Qwen/Qwen3-8B", "object": "model", "created": 1733000000, "owned_by": "vllm",
+    "root": "Qwen/Qwen3-8B", "parent": None, "max_model_len": 16384, "permission": []}]}}
+# Ollama openai/openai.go (ListCompletion) and api/types.go (ShowResponse)
+OLLAMA = {
+    "GET /v1/models": {"object": "list", "data": [
+        {"id": "llama3.2:latest", "object": "model", "created": 1733000000, "owned_by": "library"}]},
+    "POST /api/show": {"license": "...", "modelfile": "...", "template": "...",
+                       "parameters": "num_ctx                        8192\nstop                           \"<|eot_id|>\"",
+                       "details": {"family": "llama"},
+                       "model_info": {"general.architecture": "llama", "llama.context_length": 131072}},
+}
+# LM Studio REST API docs (/api/v0/models): max_context_length, and loaded_context_length when loaded
+LM_STUDIO = {
+    "GET /v1/models": {"data": [{"id": "qwen2.5-7b-instruct", "object": "model",
+                                 "owned_by": "organization_owner"}], "object": "list"},
+    "GET /api/v0/models": {"object": "list", "data": [{
+        "id": "qwen2.5-7b-instruct", "object": "model", "type": "llm", "publisher": "lmstudio-community",
+        "arch": "qwen2", "compatibility_type": "gguf", "quantization": "Q4_K_M", "state": "loaded",
+        "max_context_length": 32768, "loaded_context_length": 6144}]},
+}
+
+
+@pytest.mark.parametrize("routes,port_of,name,model,window", [
+    (LLAMA_CPP, "vLLM", "llama.cpp", "qwen2.5-0.5b-instruct-q4_k_m.gguf", 4096),
+    (VLLM, "llama.cpp", "vLLM", "Qwen/Qwen3-8B", 16384),
+    (OLLAMA, "LM Studio", "Ollama", "llama3.2:latest", 8192),
+    (LM_STUDIO, "Ollama", "LM Studio", "qwen2.5-7b-instruct", 6144),
+], ids=["llama.cpp", "vLLM", "Ollama", "LM Studio"])
+def test_server_is_named_by_its_answers_and_its_window_read(
+        serve_routes, routes: dict, port_of: str, name: str, model: str, window: int) -> None:
+    # each one found on another server's usual port: the port does not name it
+    found = find_local_server([(port_of, serve_routes(routes))], timeout=1.0)
+    assert found is not None
+    assert (found.name, found.models[0], found.context_length) == (name, model, window)
+
+
+def test_ollama_window_defaults_when_the_modelfile_sets_none(serve_routes) -> None:
+    routes = {**OLLAMA, "POST /api/show": {"parameters": "stop \"<|eot_id|>\"",
+                                           "model_info": {"llama.context_length": 131072}}}
+    seen: list[str] = []
+    found = find_local_server([("x", serve_routes(routes, seen))], timeout=1.0)
+    assert found is not None and found.context_length == 4096  # Ollama's default num_ctx
+    assert 'POST /api/show {"model": "llama3.2:latest"}' in seen
+
+
+def test_ollama_window_of_a_loaded_model_is_the_one_in_force(serve_routes) -> None:
+    # ollama api/types.go ProcessModelResponse: GET /api/ps lists loaded models with context_length
+    routes = {**OLLAMA, "GET /api/ps": {"models": [
+        {"name": "llama3.2:latest", "model": "llama3.2:latest", "size": 3338801804,
+         "expires_at": "2026-12-03T14:30:00Z", "size_vram": 3338801804, "context_length": 16384}]}}
+    found = find_local_server([("x", serve_routes(routes))], timeout=1.0)
+    assert found is not None and (found.name, found.context_length) == ("Ollama", 16384)
+
+
+def test_llama_cpp_meta_n_ctx_is_used_without_props(serve_routes) -> None:
+    listing = json.loads(json.dumps(LLAMA_CPP["GET /v1/models"]))
+    listing["data"][0]["meta"]["n_ctx"] = 2048
+    found = find_local_server([("x", serve_routes({"GET /v1/models": listing}))], timeout=1.0)
+    assert found is not None and (found.name, found.context_length) == ("llama.cpp", 2048)
+
+
+def test_describe_server_reads_a_configured_base_url(serve_routes) -> None:
+    from llmrepl.model.probe import describe_server, server_context_length
+
+    port = serve_routes(LLAMA_CPP)
+    server = describe_server(f"http://127.0.0.1:{port}/v1", timeout=2)
+    assert server is not None and server.name == "llama.cpp" and server.context_length == 4096
+    assert server_context_length(f"http://127.0.0.1:{port}/v1", timeout=2) == 4096

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from llmrepl.context.builder import without_state
 from llmrepl.engine.protocols import AutoApprove, NullDisplay
 from llmrepl.engine.session import Session
 from llmrepl.execution.executor import Executor
@@ -120,7 +121,7 @@ def test_a_message_holding_the_key_is_redacted_before_it_is_sent_with_a_notice(t
     journal = Journal(tmp_path / "j.jsonl")
     session = Session(model, Executor(), display=display, journal=journal, redactor=Redactor(KEY))
     session.step(f"why does {KEY} fail", AutoApprove())
-    assert model.calls[0]["messages"][-1]["content"] == "why does [REDACTED] fail"
+    assert without_state(model.calls[0]["messages"][-1]["content"]) == "why does [REDACTED] fail"
     assert session.messages[0]["content"] == "why does [REDACTED] fail"
     assert any("your message contained the API key" in n for n in display.notices)
     assert KEY[:12] not in (tmp_path / "j.jsonl").read_text()
@@ -136,7 +137,7 @@ def test_the_request_is_the_gate_digest_names_and_tool_call_arguments():
     session.step("go on", AutoApprove())
     sent = json.dumps(model.calls[0]["messages"])
     assert KEY not in sent and KEY[:10] not in sent and KEY[-12:] not in sent
-    assert "- token: '[REDACTED]'" in model.calls[0]["messages"][0]["content"]
+    assert "- token: '[REDACTED]'" in model.calls[0]["messages"][-1]["content"]
 
 
 def test_a_snapshot_leaves_out_a_value_holding_the_key_and_says_why(tmp_path):

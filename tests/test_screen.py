@@ -355,7 +355,7 @@ def test_pty_spinner_before_a_slow_first_token_and_gone_after(server):
     try:
         child.expect_exact(PROMPT)
         child.send("hi\r")
-        child.expect_exact("waiting for gpt-")  # the model named by the default config, before the first token
+        child.expect_exact("waiting for fake-model")  # the model the server lists, before the first token
         child.expect_exact("answer.")
         child.expect_exact(PROMPT)
         child.sendeof()

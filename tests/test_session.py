@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from llmrepl.context.builder import without_state
 from llmrepl.engine.protocols import AutoApprove, Decision, NoRun, NullDisplay, ScriptedReviewer
 from llmrepl.engine.session import Session
 from llmrepl.errors import ModelError
@@ -24,7 +25,7 @@ def test_answer_without_code_ends_the_loop():
     turn = session.step("hi", ScriptedReviewer([]))
     assert turn.stop == "done" and turn.steps == 1 and not turn.cells
     sent = model.calls[0]["messages"]
-    assert sent[0]["role"] == "system" and sent[-1] == {"role": "user", "content": "hi"}
+    assert sent[0]["role"] == "system" and {**sent[-1], "content": without_state(sent[-1]["content"])} == {"role": "user", "content": "hi"}
     assert model.calls[0]["tools"][0]["function"]["name"] == "run_python"
 
 
@@ -47,9 +48,9 @@ def test_second_message_uses_a_variable_from_the_first():
     session.step("make data", ScriptedReviewer(["run"]))
     turn = session.step("sort it", ScriptedReviewer(["run"]))
     assert turn.cells[0].value_repr == "[1, 2, 3]"
-    # the second request carries the whole history, and the system prompt knows `data`
+    # the second request carries the whole history, and a state note tells of `data`
     req = model.calls[2]["messages"]
-    assert "- data: [3, 1, 2]" in req[0]["content"]
+    assert "- data: [3, 1, 2]" in json.dumps(req)  # in the state note after the cell that made it
     assert [m["role"] for m in req[1:]] == ["user", "assistant", "user", "assistant", "user"]
 
 
@@ -69,7 +70,7 @@ def test_declined_cell_ends_loop_and_next_request_says_so():
     last = model.calls[1]["messages"][-1]
     assert last["role"] == "user"
     assert "not run" in last["content"] and "declined" in last["content"]
-    assert last["content"].endswith("why not?")  # merged: the note then the message
+    assert without_state(last["content"]).endswith("why not?")  # merged: the note then the message
 
 
 def test_edited_cell_runs_the_edit_and_model_is_told():
@@ -154,7 +155,7 @@ def test_model_error_on_first_call_forgets_the_message_so_it_can_be_resent():
     assert turn.stop == "error" and turn.error.kind == "rate_limit"
     assert session.messages == []
     session.step("hi", ScriptedReviewer([]))
-    assert [m["content"] for m in model.calls[1]["messages"][1:]] == ["hi"]
+    assert [without_state(m["content"]) for m in model.calls[1]["messages"][1:]] == ["hi"]
 
 
 def test_interrupted_answer_is_kept_marked_and_not_run():
@@ -169,7 +170,7 @@ def test_run_direct_joins_the_conversation():
     session.run_direct("w = 3\nprint('w is', w)")
     session.step("what is w?", ScriptedReviewer([]))
     content = model.calls[0]["messages"][-1]["content"]
-    assert "/py" in content and "w is 3" in content and content.endswith("what is w?")
+    assert "/py" in content and "w is 3" in content and without_state(content).endswith("what is w?")
 
 
 def test_undo_forgets_the_last_exchange():
@@ -178,7 +179,7 @@ def test_undo_forgets_the_last_exchange():
     session.step("second", ScriptedReviewer([]))
     assert session.undo().removed == 2
     session.step("again", ScriptedReviewer([]))
-    contents = [m["content"] for m in model.calls[2]["messages"][1:]]
+    contents = [without_state(m["content"]) for m in model.calls[2]["messages"][1:]]
     assert contents == ["first", "one", "again"]
 
 
@@ -303,7 +304,7 @@ def test_long_session_stays_inside_a_small_window_with_newest_message_present():
         assert total <= 2500
     last = model.calls[-1]["messages"]
     assert any("question 59" in (m.get("content") or "") for m in last)
-    assert "left out" in last[0]["content"]
+    assert "left out" in last[-1]["content"]
 
 
 def test_tokens_report_shows_parts_budget_and_usage():

@@ -8,6 +8,7 @@ import pytest
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
+from llmrepl.context.builder import without_state
 from llmrepl.engine.session import Session
 from llmrepl.execution.executor import Executor
 from llmrepl.model.client import ScriptedModel
@@ -41,7 +42,7 @@ def test_message_confirm_run_and_exit(ui_factory, tmp_path):
     assert session.executor.namespace["z"] == 42
     text = out.getvalue()
     assert "42\n" in text and "z is 42" in text
-    assert model.calls[0]["messages"][-1]["content"] == "make z"
+    assert without_state(model.calls[0]["messages"][-1]["content"]) == "make z"
     assert (tmp_path / "history").read_text().count("make z") == 1
 
 

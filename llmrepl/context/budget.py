@@ -81,10 +81,13 @@ def fit_messages(
     budget: int,
     counter: TokenCounter,
     is_note: Callable[[Message], bool] = is_llmrepl_note,
+    note: bool = True,
 ) -> FitResult:
     """Keep the system prompt (``messages[0]`` when its role is "system"), the newest real
     user message and the latest step; add the newest of everything else that fits, whole
     units at a time; tell the model (in a copy of the system prompt) how many were left out.
+    With ``note=False`` the note is only counted (``parts["note"]``): the caller places it
+    (the builder puts it after the history, where it keeps the prefix cacheable).
     The inputs are not modified."""
     n = len(messages)
     parts = {"system": 0, "history": 0, "newest": 0, "note": 0}
@@ -93,6 +96,9 @@ def fit_messages(
     count = counter.count_message
     first = 1 if messages[0].get("role") == "system" else 0
     parts["system"] = count(messages[0]) if first else 0
+    if n == first:  # nothing but the system prompt (/tokens before the first message)
+        tokens = parts["system"] + REPLY_PRIMING
+        return FitResult(list(messages), 0, tokens, budget, tokens <= budget, parts)
 
     # the newest exchange: the last real user message, then its steps
     u: int | None = n - 1
@@ -133,7 +139,9 @@ def fit_messages(
         body = [messages[u], *messages[mid_from:]]
     dropped = (n - first) - len(body)
     system = list(messages[:first])
-    if dropped:
+    if dropped and not note:
+        parts["note"] = counter.count("\n\n" + dropped_note(dropped))
+    elif dropped:
         system = _with_note(system, dropped)
         parts["note"] = count(system[-1]) - parts["system"] if first else count(system[0])
     tokens = sum(parts.values()) + REPLY_PRIMING

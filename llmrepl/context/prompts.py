@@ -77,12 +77,13 @@ def _importable() -> str:
     return ", ".join(names) if names else "the standard library only (no pandas, numpy or matplotlib)"
 
 
-def system_rules(*, max_output_chars: int = 8000) -> str:
-    """The rules and where code runs (the namespace digest is appended by ``context``)."""
+def system_rules(*, max_output_chars: int = 8000, cwd: str | None = None) -> str:
+    """The rules and where code runs: nothing here changes within a session (``cwd`` is the
+    session's starting directory; the builder reports later changes after the history)."""
     return _RULES.format(
         python=".".join(map(str, sys.version_info[:3])),
         os=_os_name(),
-        cwd=_cwd(),
+        cwd=cwd if cwd is not None else _cwd(),
         libs=_importable(),
         cap=f"{max_output_chars:,}",
     )

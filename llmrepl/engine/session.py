@@ -74,7 +74,7 @@ class Session(TurnLoop):
         self.use_tools = use_tools
         self.messages: list[dict[str, Any]] = []   # the conversation, OpenAI message format
         self.exchanges: list[int] = []             # index in `messages` where each exchange starts
-        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0, "requests": 0}
         self.redactor = redactor or Redactor()
         self.state_dir: Path | None = None           # where stored sessions live (for /sessions)
         self.session_id: str | None = None

@@ -11,7 +11,6 @@ and owns everything it works on; the conversation, the cells, /undo and the snap
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,10 +25,11 @@ from llmrepl.execution.executor import ExecResult, Executor
 from llmrepl.execution.risk import Hidden, describe_hidden, hidden_characters, scan
 from llmrepl.extract import code_from_tool_call, extract_code
 from llmrepl.model.client import Completion, ModelClient, ToolCall
+from llmrepl.model.error_map import stated_context_limit
 from llmrepl.redact import Redactor
 from llmrepl.store.journal import Journal
 
-__all__ = ["TurnResult", "TurnLoop"]
+__all__ = ["TurnResult", "TurnLoop", "fit_answer_to_window"]
 
 
 @dataclass
@@ -113,8 +113,8 @@ class TurnLoop:
         return turn
 
     def _call_model(self) -> Completion:
-        tools = [RUN_PYTHON_TOOL] if self.use_tools else None
         started = time.monotonic()
+        shrunk = False  # one retry with less history per model call
         pending: list[str] = []
 
         def on_text(delta: str) -> None:
@@ -128,7 +128,8 @@ class TurnLoop:
                 pending[:] = [text[cut:]] if cut < len(text) else []
             self.display.answer_text(delta)
 
-        for attempt in (1, 2):
+        for attempt in range(1, 5):  # retried once each: without images, without tools, with less history
+            tools = [RUN_PYTHON_TOOL] if self.use_tools else None
             messages = self.request_messages()
             self.display.answer_start()
             _busy(self.display, f"waiting for {self.model.model}")  # until the first token
@@ -142,18 +143,28 @@ class TurnLoop:
                     self.display.notice("the server rejected a request with images; figures go to the "
                                         f"model as descriptions from now on ({e})", "warning")
                     continue
-                if e.kind != "context_length" or attempt == 2 or e.partial:
+                if e.kind == "no_tools" and tools and not e.partial:
+                    # llama.cpp without --jinja: no request with tools can ever work there
+                    self.use_tools = False
+                    self.display.notice(f"{e} Tools are off for this session: code comes back as "
+                                        "fenced blocks instead", "warning")
+                    continue
+                if e.kind != "context_length" or attempt == 4 or e.partial or shrunk:
                     self.display.answer_end(Completion(text=e.partial))  # show what arrived, then the error
                     raise
-                # the window we assumed was too big: use the limit the server states (OpenAI and
-                # vLLM say "maximum context length is N tokens"), else fit into less; retry once
-                stated = _stated_limit(str(e))
+                shrunk = True
+                # the window we assumed was too big: use the limit the server states (OpenAI, vLLM,
+                # LiteLLM, llama.cpp, Ollama, LM Studio: see model/error_map.py), else fit into less
+                stated = stated_context_limit(str(e))
                 if stated and stated < self.context.context_window:
                     self.context.context_window = stated
+                    fit_answer_to_window(self.context, self.model)
+                    said = f"its context window is {stated:,} tokens"
                 else:
                     self.context.shrink *= 0.7
+                    said = "the request exceeds the model's context window"
                 self.display.notice(
-                    "the server says the request exceeds the model's context window; "
+                    f"the server says {said}; "
                     f"retrying with less history (budget now {self.context.budget:,} tokens)",
                     "warning",
                 )
@@ -162,6 +173,7 @@ class TurnLoop:
         if completion.usage:
             self.usage["prompt_tokens"] += completion.usage.prompt_tokens
             self.usage["completion_tokens"] += completion.usage.completion_tokens
+            self.usage["cached_tokens"] = self.usage.get("cached_tokens", 0) + completion.usage.cached_tokens
         self.journal.append(
             "assistant",
             text=completion.text,
@@ -186,10 +198,10 @@ class TurnLoop:
             langs = ", ".join(sorted(set(extraction.other_languages)))
             self.display.notice(f"the answer has {langs} code; llmrepl runs Python only, so nothing was run")
         if extraction.incomplete:
-            self.display.notice(_cut_reason(completion, in_code=True), "warning")
+            self.display.notice(self._cut_reason(completion, in_code=True), "warning")
             return "cut_off"
         if cut_off and not extraction.code:
-            self.display.notice(_cut_reason(completion, in_code=False), "warning")
+            self.display.notice(self._cut_reason(completion, in_code=False), "warning")
             return "cut_off"
         if not extraction.code:
             if not completion.text.strip():
@@ -199,7 +211,7 @@ class TurnLoop:
                 )
             return "done"
         if cut_off:
-            self.display.notice(_cut_reason(completion, in_code=False) + "; its code was not run", "warning")
+            self.display.notice(self._cut_reason(completion, in_code=False) + "; its code was not run", "warning")
             return "cut_off"
         blocks = sum(1 for b in extraction.blocks if b.is_python and b.terminated and b.code.strip())
         if blocks > 1:  # the answer shows them apart, with prose between: show the one cell they make
@@ -257,9 +269,26 @@ class TurnLoop:
             if result.interrupted:
                 stop = "interrupted"
         if completion.finish_reason not in ("stop", "tool_calls") and not stop:
-            self.display.notice(_cut_reason(completion, in_code=False), "warning")
+            self.display.notice(self._cut_reason(completion, in_code=False), "warning")
             return "cut_off"
         return stop
+
+    def _cut_reason(self, completion: Completion, *, in_code: bool) -> str:
+        """Why the answer stopped early, telling a full context window from the output limit."""
+        u = completion.usage
+        limit = getattr(self.model, "max_output_tokens", None)
+        if completion.finish_reason == "length" and u is not None and u.completion_tokens > 0:
+            used = u.prompt_tokens + u.completion_tokens
+            window = self.context.context_window
+            # llama.cpp, Ollama and LM Studio end with "length" when the window fills up: the
+            # answer then stops short of model.max_output_tokens, at (about) the whole window
+            if used >= window - 8 or (isinstance(limit, int) and u.completion_tokens < limit - 8):
+                why = (f"the model's context window is full ({u.prompt_tokens:,} tokens of history and "
+                       f"{u.completion_tokens:,} of answer, window {window:,}); /reset or send a shorter "
+                       "message, or start the server with a larger context")
+                where = "in the middle of a code block, so the code was not run" if in_code else ""
+                return f"the answer was cut off ({why}){', ' + where if where else ''}"
+        return _cut_reason(completion, in_code=in_code)
 
     def _tool_reply(self, call: ToolCall, content: str, extra: dict[str, Any] | None = None) -> None:
         self._add({"role": "tool", "tool_call_id": call.id, "content": content, **(extra or {})})
@@ -306,6 +335,18 @@ class TurnLoop:
         return decision
 
 
+def fit_answer_to_window(context: Context, model: object) -> None:
+    """A window under four answers long (a local server's 2,048 or 4,096 tokens) would leave
+    little or no room for the conversation: keep a quarter of it for the answer, and ask the
+    server for no longer an answer (vLLM rejects max_tokens that cannot fit)."""
+    cap = max(context.context_window // 4, 64)
+    if context.reserve > cap:
+        context.reserve = cap
+        limit = getattr(model, "max_output_tokens", None)
+        if isinstance(limit, int) and limit > cap:
+            model.max_output_tokens = cap  # type: ignore[attr-defined]
+
+
 def _busy(display: Display, label: str | None, delay: float = 0.0) -> None:
     """``display.busy`` (a Display written before the spinner existed has none: no-op)."""
     busy = getattr(display, "busy", None)
@@ -317,11 +358,6 @@ def _refusal(hidden: list[Hidden]) -> str:
     return ("refused: the code holds characters that show on a terminal unlike what Python reads "
             f"({describe_hidden(hidden)}); write such characters as escapes "
             "(\\u202e, \\r) inside strings, or leave them out")
-
-
-def _stated_limit(message: str) -> int | None:
-    m = re.search(r"maximum context length is (\d[\d,]*)", message)
-    return int(m.group(1).replace(",", "")) if m else None
 
 
 def _tool_call_dict(call: ToolCall) -> dict[str, Any]:

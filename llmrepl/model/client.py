@@ -23,6 +23,7 @@ from llmrepl.model.error_map import (
     KEY_HINT,
     DeadlineExceeded,
     UnexpectedResponse,
+    context_overflow,
     host_of,
     to_model_error,
 )
@@ -61,6 +62,7 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    cached_tokens: int = 0  # of prompt_tokens, served from the server's prompt cache
 
 
 @dataclass
@@ -179,7 +181,26 @@ def _usage(u: Any) -> Usage | None:
     if u is None:
         return None
     p, c = int(getattr(u, "prompt_tokens", 0) or 0), int(getattr(u, "completion_tokens", 0) or 0)
-    return Usage(p, c, int(getattr(u, "total_tokens", 0) or p + c))
+    return Usage(p, c, int(getattr(u, "total_tokens", 0) or p + c), min(_cached(u), p))
+
+
+def _field(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def _cached(u: Any) -> int:
+    """Prompt tokens the server took from its cache. OpenAI, vLLM and llama.cpp's server
+    (server-task.cpp ``usage_json_oaicompat``) send ``prompt_tokens_details.cached_tokens``;
+    DeepSeek sends ``prompt_cache_hit_tokens``; Anthropic-shaped usage (LiteLLM passing it
+    through) ``cache_read_input_tokens``. Ollama reports none: 0."""
+    for value in (_field(_field(u, "prompt_tokens_details") or {}, "cached_tokens"),
+                  _field(u, "prompt_cache_hit_tokens"), _field(u, "cache_read_input_tokens")):
+        try:
+            if value is not None and int(value) > 0:
+                return int(value)
+        except (TypeError, ValueError):
+            continue
+    return 0
 
 
 def _describe_body(body: str | bytes) -> str:
@@ -355,8 +376,8 @@ class OpenAIModel:
         if getattr(exc, "status_code", None) not in (400, 422):
             return None
         code = getattr(exc, "code", None)
-        if code == "context_length_exceeded":
-            return None
+        if code == "context_length_exceeded" or context_overflow(exc)[0]:
+            return None  # the window, not a parameter: every server's wording, see error_map
         body = getattr(exc, "body", None)
         text = f"{exc} {body if isinstance(body, (str, dict)) else ''}"
         if code not in ("unsupported_parameter", "unsupported_value") and not _UNSUPPORTED_WORDS.search(text):

@@ -21,6 +21,9 @@ from llmrepl.redact import Redactor, safe_url
 
 __all__ = [
     "DeadlineExceeded",
+    "context_overflow",
+    "stated_context_limit",
+    "needs_jinja",
     "UnexpectedResponse",
     "to_model_error",
     "host_of",
@@ -43,6 +46,78 @@ class DeadlineExceeded(Exception):
 
 class UnexpectedResponse(Exception):
     """The endpoint answered 200 with something that is not a chat completion."""
+
+
+# What each server says when a request does not fit its context window, and where it states
+# the limit. Shapes checked against each server's own words:
+# - OpenAI, vLLM (vllm/entrypoints/openai/serving_engine.py), LiteLLM (litellm/exceptions.py,
+#   ContextWindowExceededError, which wraps the provider's text): "This model's maximum context
+#   length is N tokens"; LiteLLM prefixes "litellm.ContextWindowExceededError" and sends code "400".
+# - llama.cpp llama-server (tools/server, ERROR_TYPE_EXCEED_CONTEXT_SIZE) and Ollama when it
+#   stops truncating (ollama/ollama#16800 quotes the body): HTTP 400 {"error": {"code": 400,
+#   "type": "exceed_context_size_error", "message": "request (2145 tokens) exceeds the available
+#   context size (2048 tokens), try increasing it", "n_prompt_tokens": 2145, "n_ctx": 2048}}.
+# - LM Studio (lmstudio-ai/lmstudio-bug-tracker#546, #237): 400 {"error": "The number of tokens to
+#   keep from the initial prompt is greater than the context length (n_keep: 13055>= n_ctx: 4096)
+#   ..."} or "... the model is loaded with context length of only 32768 tokens, which is not enough".
+_OVERFLOW_WORDS = re.compile(
+    r"context_length_exceeded|context length|context size|context window|contextwindowexceeded"
+    r"|exceed_context_size|n_keep\W*\d+\s*>=\s*n_ctx", re.IGNORECASE)
+_LIMIT_PATTERNS = (
+    re.compile(r"maximum context length is (\d[\d,]*)", re.IGNORECASE),
+    re.compile(r"available context size \((\d[\d,]*) tokens?\)", re.IGNORECASE),
+    re.compile(r"context length of only (\d[\d,]*)", re.IGNORECASE),
+    re.compile(r"\bn_ctx\W{0,4}(\d[\d,]*)", re.IGNORECASE),
+    re.compile(r"context window of (\d[\d,]*) tokens", re.IGNORECASE),
+    re.compile(r"server's limit: (\d[\d,]*) tokens", re.IGNORECASE),  # our own message, below
+)
+# llama.cpp without --jinja cannot use tools at all: HTTP 500 "tools param requires --jinja flag"
+# (tools/server/utils.hpp, oaicompat_chat_params_parse). Retrying can never help.
+_JINJA = re.compile(r"requires --jinja", re.IGNORECASE)
+
+
+def stated_context_limit(text: str) -> int | None:
+    """The context size (tokens) a server states in an overflow message, or None."""
+    for pattern in _LIMIT_PATTERNS:
+        m = pattern.search(text)
+        if m:
+            value = int(m.group(1).replace(",", ""))
+            if 0 < value <= 100_000_000:
+                return value
+    return None
+
+
+def _body_text(exc: BaseException) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if isinstance(body, dict):
+        try:
+            body = json.dumps(body)
+        except (TypeError, ValueError):
+            body = str(body)
+    return f"{body if isinstance(body, str) else ''} {getattr(exc, 'message', '') or ''}"
+
+
+def context_overflow(exc: BaseException) -> tuple[bool, int | None]:
+    """(the request did not fit the window, the window the server states) for a status error."""
+    body = getattr(exc, "body", None)
+    limit: int | None = None
+    if isinstance(body, dict):
+        n_ctx = body.get("n_ctx")
+        if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) and n_ctx > 0:
+            limit = n_ctx
+        if body.get("type") == "exceed_context_size_error":
+            return True, limit
+    text = _body_text(exc)
+    if getattr(exc, "code", None) == "context_length_exceeded" or _OVERFLOW_WORDS.search(text):
+        return True, limit or stated_context_limit(text)
+    return False, None
+
+
+def needs_jinja(exc: BaseException) -> bool:
+    """llama.cpp's "tools param requires --jinja flag": the server can take no tools."""
+    return getattr(exc, "status_code", None) == 500 and bool(_JINJA.search(_body_text(exc)))
 
 
 def host_of(base_url: str | None) -> str:
@@ -92,6 +167,20 @@ def _retry_after(exc: BaseException) -> float | None:
     except (TypeError, ValueError):  # an HTTP date: the SDK handled it, we just don't quote it
         return None
     return None
+
+
+def _dropped(exc: BaseException) -> bool:
+    """The server was reached and hung up mid-reply (httpx's RemoteProtocolError: "peer closed
+    connection without sending complete message body", "Server disconnected ...")."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = f"{type(e).__name__} {e}".lower()
+        if "remoteprotocolerror" in text or "peer closed connection" in text or "server disconnected" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _connect_reason(exc: BaseException, host: str) -> str:
@@ -190,13 +279,28 @@ def to_model_error(
         kind, retryable = "connection", True
         if in_stream:
             return done(f"the connection to {host} was lost mid-answer.{kept} You can {resend}.")
+        if _dropped(exc):  # it answered, then closed the connection before the body was complete
+            return done(f"the connection to {host} was dropped before the answer was complete (the "
+                        f"server closed it: it may have crashed or restarted).{kept} You can {resend}.")
         return done(f"cannot reach {url}: {_connect_reason(exc, host)}")
 
     detail = clean(_detail(exc), 200)
     code = getattr(exc, "code", None)
     if isinstance(exc, openai.APIStatusError):
         status = int(exc.status_code)
-        label = f"{status}, {code}" if code else f"{status}"
+        # llama.cpp, vLLM and LiteLLM send the status again as "code" (400 or "400")
+        label = f"{status}, {code}" if code and str(code) != str(status) else f"{status}"
+        if status in (400, 413, 422, 500):
+            overflow, stated_limit = context_overflow(exc)
+            if overflow:
+                kind = "context_length"
+                stated = f"the server's limit: {stated_limit} tokens; " if stated_limit else ""
+                return done(f"the conversation no longer fits the context window of model '{model}' "
+                            f"({stated}{detail}). Drop or shorten older turns, then send the message again.")
+        if needs_jinja(exc):
+            kind = "no_tools"
+            return done(f"{host} cannot take tools: llama.cpp's server needs the --jinja flag for "
+                        f"them ({status}: {detail}).")
         if status == 401:
             kind = "auth"
             return done(f"{host} rejected the API key ({label}). Check your API key: {KEY_HINT}.")
@@ -225,10 +329,6 @@ def to_model_error(
             said = f": {detail}" if detail else ""
             return done(f"{host} had a server error ({status}{said}){tries}.{kept} Your message is "
                         f"kept: {resend}.")
-        if code == "context_length_exceeded" or "context length" in detail.lower():
-            kind = "context_length"
-            return done(f"the conversation no longer fits the context window of model '{model}' "
-                        f"({detail}). Drop or shorten older turns, then send the message again.")
         kind, retryable = "bad_request", status in (408, 409)
         return done(f"{host} rejected the request ({label}): {detail}")
 

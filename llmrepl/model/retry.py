@@ -15,6 +15,8 @@ import random
 import sys
 from typing import Any
 
+from llmrepl.model.error_map import context_overflow, needs_jinja
+
 __all__ = ["retry_delay", "retry_reason", "MAX_RETRY_AFTER"]
 
 MAX_RETRY_AFTER = 120.0  # a server asking for longer is not waited for (the error says how long)
@@ -52,6 +54,8 @@ def retry_delay(exc: BaseException, retries: int) -> float | None:
         return None
     should = headers.get("x-should-retry") if headers is not None else None
     status = int(exc.status_code)
+    if needs_jinja(exc) or context_overflow(exc)[0]:
+        return None  # llama.cpp without --jinja, a window too small: the same request fails again
     if should == "false" or getattr(exc, "code", None) == "insufficient_quota":
         return None  # waiting does not bring a quota back
     if should != "true" and status not in (408, 409, 429) and status < 500:

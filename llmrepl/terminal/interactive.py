@@ -170,14 +170,18 @@ class TerminalUI:
 
     def toolbar(self) -> str:
         """Model, context fill, tokens used this session, auto-run: e.g.
-        `` gpt-4.1 · ctx 12.3k/1.0M · 45.6k used · auto-run off ``."""
+        `` gpt-4.1 · ctx 12.3k/1.0M · 45.6k used (91% cached) · auto-run off `` (the cached
+        share of prompt tokens, once the server reported any)."""
         s = self.session
         fit = s.context.last
         fill = _k(fit.tokens) if fit is not None else "–"
         used = s.usage["prompt_tokens"] + s.usage["completion_tokens"]
+        cached = s.usage.get("cached_tokens", 0)
+        share = f" ({cached / s.usage['prompt_tokens']:.0%} cached)" if cached and s.usage["prompt_tokens"] else ""
         auto = "on" if s.auto_run else "off"
         model = sanitize(s.model.model)  # a local server's own model id, perhaps
-        return f" {model} · ctx {fill}/{_k(s.context.context_window)} · {_k(used)} used · auto-run {auto} "
+        return (f" {model} · ctx {fill}/{_k(s.context.context_window)} · {_k(used)} used{share}"
+                f" · auto-run {auto} ")
 
     @staticmethod
     def _bindings() -> KeyBindings:

@@ -201,13 +201,7 @@ def _run_ui(session: Any, display: TerminalDisplay, setup: ModelSetup, config: C
             session.model.warm_up()
         except Exception:
             pass  # the first request will report it properly
-        base_url = config.model.base_url
-        if base_url and not config.model.context_window and session.on_model_change is not None:
-            from llmrepl.model.probe import server_context_length
-
-            reported = server_context_length(base_url, api_key=setup.api_key)
-            if reported:
-                session.on_model_change(session.model.model, reported)
+        # the window a configured server runs with was asked for by ModelSetup (app.py)
 
     ui = TerminalUI(
         session,
@@ -224,11 +218,12 @@ def _run_ui(session: Any, display: TerminalDisplay, setup: ModelSetup, config: C
 
 def run_batch(session: Session, display: TerminalDisplay, setup: ModelSetup, reviewer: Reviewer,
               lines: Iterable[str]) -> int:
-    """One message or /command per line; 1 when a message failed, so a script can tell."""
+    """One message or /command per line; 1 when a message failed, so a script can tell (2 when
+    no model is configured at all: the README's status for configuration errors)."""
     from llmrepl.engine.commands import is_command
 
     first_message = True
-    failed = False
+    failed = unconfigured = False
     if session.journal.error:
         report(session.journal.error, display.err)
         session.journal.error = ""
@@ -236,6 +231,11 @@ def run_batch(session: Session, display: TerminalDisplay, setup: ModelSetup, rev
         line = raw.strip()
         if not line:
             continue
+        if first_message:  # a /model or /tokens before the first message sees what the probe found
+            setup.wait(5.0)
+            if setup.message:
+                report(setup.message[0], display.err)
+            first_message = False
         if is_command(line):
             leave = display.command(line, session)
             if session.journal.error:
@@ -244,11 +244,6 @@ def run_batch(session: Session, display: TerminalDisplay, setup: ModelSetup, rev
             if leave:
                 break
             continue
-        if first_message:
-            setup.wait(5.0)
-            if setup.message:
-                report(setup.message[0], display.err)
-            first_message = False
         turn = session.step(line, reviewer)
         if session.journal.error:
             report(session.journal.error, display.err)  # once, as the interactive UI does
@@ -256,7 +251,12 @@ def run_batch(session: Session, display: TerminalDisplay, setup: ModelSetup, rev
         if turn.error is not None:
             # say it, and go on: later lines may be commands, or the server may be back;
             # the exit status still tells a script that a message failed
-            report(str(turn.error), display.err)
+            if turn.error.kind == "no_model":  # nothing configured: a configuration error (status 2),
+                unconfigured = True            # already explained once by the setup message above
+                if not setup.message:
+                    report(str(turn.error), display.err)
+            else:
+                report(str(turn.error), display.err)
             failed = True
     session.journal.append("session_end", status="model_error" if failed else "ok")
-    return 1 if failed else 0
+    return 2 if unconfigured else 1 if failed else 0

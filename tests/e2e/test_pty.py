@@ -6,6 +6,8 @@ import pexpect
 import pytest
 from launch import PROMPT, spawn
 
+from llmrepl.context.builder import without_state
+
 # pexpect's own default size: the runs that start without the fixture also cover 80 columns
 SMALL = (24, 80)
 
@@ -60,7 +62,7 @@ def test_decline_tells_the_model_next_time(repl, server):
     child.expect_exact("Understood.")
     child.expect_exact(PROMPT)
     last = server.requests[1]["messages"][-1]["content"]
-    assert "declined" in last and last.endswith("ok then")
+    assert "declined" in last and without_state(last).endswith("ok then")
 
 
 def test_edit_then_run_runs_the_edited_code(repl, server):
@@ -108,7 +110,7 @@ def test_ctrl_c_while_typing_clears_the_line_and_keeps_the_repl(repl, server):
     child.expect_exact(PROMPT)
     ask(child, "a full one")
     child.expect_exact("fresh answer")
-    assert server.requests[0]["messages"][-1]["content"] == "a full one"
+    assert without_state(server.requests[0]["messages"][-1]["content"]) == "a full one"
 
 
 def test_ctrl_c_while_streaming_stops_the_answer_and_keeps_it(repl, server):
@@ -157,7 +159,7 @@ def test_alt_enter_inserts_a_newline_and_enter_sends_both_lines(repl, server):
     child.send("\x1b\r")
     child.send("line two\r")
     child.expect_exact("got two lines")
-    assert server.requests[0]["messages"][-1]["content"] == "line one\nline two"
+    assert without_state(server.requests[0]["messages"][-1]["content"]) == "line one\nline two"
 
 
 def test_bracketed_paste_of_many_lines_is_one_message(repl, server):
@@ -166,7 +168,7 @@ def test_bracketed_paste_of_many_lines_is_one_message(repl, server):
     child.send("\x1b[200~first\rsecond\rthird\x1b[201~")
     child.send("\r")
     child.expect_exact("one message")
-    assert server.requests[0]["messages"][-1]["content"] == "first\nsecond\nthird"
+    assert without_state(server.requests[0]["messages"][-1]["content"]) == "first\nsecond\nthird"
 
 
 def test_always_runs_later_cells_without_asking(repl, server):
@@ -195,7 +197,7 @@ def test_history_persists_across_runs(repl, server):
     child2.send("\x1b[A")  # up arrow recalls the previous run's message
     child2.send("\r")
     child2.expect_exact("second answer")
-    assert server.requests[-1]["messages"][-1]["content"] == "remember me"
+    assert without_state(server.requests[-1]["messages"][-1]["content"]) == "remember me"
 
 
 def test_ctrl_backslash_ends_a_cell_stuck_in_c_and_resume_reports_it(repl, server, clean_env):
@@ -225,5 +227,5 @@ def test_keys_typed_as_soon_as_the_prompt_appears_are_kept(server):
     child.expect_exact(PROMPT)
     child.send("\x03first\x1b\rsecond\r")  # no waiting: Ctrl-C clears, Alt-Enter adds a line
     child.expect_exact("got it")
-    assert server.requests[0]["messages"][-1]["content"] == "first\nsecond"
+    assert without_state(server.requests[0]["messages"][-1]["content"]) == "first\nsecond"
     child.terminate(force=True)

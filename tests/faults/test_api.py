@@ -54,6 +54,39 @@ def test_400_context_length_exceeded(server):
     assert r.said("context"), r.excerpt()
 
 
+def test_llama_cpp_context_overflow_then_every_message_fits(server):
+    """B9 (llama.cpp): 400 exceed_context_size_error with n_ctx — the stated window is adopted,
+    the message is retried with less history, and the next message does not fail the same way."""
+    import json
+
+    server.fail(400, body=json.dumps({"error": {
+        "code": 400, "type": "exceed_context_size_error", "n_prompt_tokens": 9001, "n_ctx": 2048,
+        "message": "request (9001 tokens) exceeds the available context size (2048 tokens), try increasing it"}}),
+        content_type="application/json")
+    server.reply("first answer")
+    server.reply("second answer")
+    r = fault_run(server, [MSG, "and a second message"])
+    r.assert_ok(journaled=[("user", MSG)])
+    assert r.said("2,048 tokens") and r.said("first answer") and r.said("second answer"), r.excerpt()
+    assert len(server.requests) == 3
+    assert server.requests[1]["max_completion_tokens"] == 512  # a quarter of the window for the answer
+
+
+def test_llama_cpp_without_jinja_turns_tools_off_without_retries(server):
+    """llama.cpp started without --jinja: HTTP 500 "tools param requires --jinja flag" — tools go
+    off at once, with a notice; the same message is answered without them."""
+    import json
+
+    server.fail(500, body=json.dumps({"error": {"code": 500, "type": "server_error",
+                                                "message": "tools param requires --jinja flag"}}),
+                content_type="application/json")
+    server.reply("answer without tools")
+    r = fault_run(server, [MSG])
+    r.assert_ok(journaled=[("user", MSG)])
+    assert r.said("--jinja") and r.said("answer without tools"), r.excerpt()
+    assert len(server.requests) == 2 and "tools" in server.requests[0] and "tools" not in server.requests[1]
+
+
 def test_429_with_retry_after_then_success(server):
     """B4: 429 with Retry-After: 1 — the wait is honoured, the retry's answer arrives."""
     server.fail(429, "Rate limit reached", code="rate_limit_exceeded", retry_after=1)

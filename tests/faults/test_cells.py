@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 import time
 
+from llmrepl.context.builder import without_state
+
 from .harness import CONFIRM, PROMPT, fault_run, spawn_repl, written_mid_line
 
 MSG = "run the cell please"
@@ -248,7 +250,7 @@ def test_thread_keeps_printing_after_the_cell(server):
         repl.try_expect("late tick 39", 0.2)
     r = repl.finish()
     r.assert_ok(journaled=[("cell_end", "cell-done"), "late tick 39"])
-    assert server.requests[2]["messages"][-1]["content"] == typed
+    assert without_state(server.requests[2]["messages"][-1]["content"]) == typed
     corrupt = written_mid_line(r.stdout, r"late tick \d+")
     assert not corrupt, f"late output written into the prompt line {len(corrupt)} times, e.g. {corrupt[:3]}"
 

@@ -142,7 +142,7 @@ def test_no_model_configured_holds_with_a_server_on_a_probed_port(probed_server)
     """The tests' "no model configured" runs stay that way with a server answering on a probed
     port (they used to fail on any machine running Ollama): conftest turns the probe off."""
     p = run(["-c", "hi"], timeout=60)
-    assert p.returncode == 1, p.stderr
+    assert p.returncode == 2, p.stderr
     assert "no model is configured" in p.stderr and "Traceback" not in p.stderr
     assert probed_server.log == [], "the probe reached the server the tests must not see"
 

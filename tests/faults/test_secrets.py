@@ -14,6 +14,8 @@ import json
 
 from launch import closed_port
 
+from llmrepl.context.builder import without_state
+
 from .harness import KEY, PROMPT, fault_run, spawn_repl, write_config
 
 MSG = "what do I have?"
@@ -40,7 +42,7 @@ def test_key_in_a_variable_stays_out_of_the_digest_and_vars(server):
     r = fault_run(server, ["/py import os; token = os.environ['OPENAI_API_KEY']", "/vars", MSG])
     # (d): not on screen (/vars), not on disk; command output is not journaled, so check_shown=False
     r.assert_ok(journaled=[("user", MSG)], check_shown=False)
-    system = server.requests[0]["messages"][0]["content"]
+    system = server.requests[0]["messages"][-1]["content"]  # the state after the history
     assert "- token: '[REDACTED]'" in system, system
     assert KEY not in _sent(server)
     assert "token" in r.stdout and "[REDACTED]" in r.stdout  # /vars lists it, redacted
@@ -60,7 +62,7 @@ def test_key_as_a_name_a_dict_key_a_column_or_inside_a_long_string(server):
     for piece in (KEY, KEY[:15], KEY[-15:]):
         assert piece not in sent, f"{piece!r} reached the server"
         assert piece not in r.stdout, f"{piece!r} shown by /vars"
-    system = server.requests[0]["messages"][0]["content"]
+    system = server.requests[0]["messages"][-1]["content"]  # the state after the history
     assert "- df: pandas.DataFrame 1×2 · columns: [REDACTED] (int64), b (int64)" in system, system
 
 
@@ -71,7 +73,7 @@ def test_message_holding_the_key_is_redacted_with_a_notice(server):
     r = fault_run(server, [message, "/history"])
     r.assert_ok(check_shown=False)
     assert KEY not in _sent(server)
-    assert server.requests[0]["messages"][-1]["content"] == "my key is [REDACTED] why does it fail?"
+    assert without_state(server.requests[0]["messages"][-1]["content"]) == "my key is [REDACTED] why does it fail?"
     assert r.said("your message contained the API key"), r.excerpt()
     assert [u["text"] for u in r.events("user")] == ["my key is [REDACTED] why does it fail?"]
     assert "you: my key is [REDACTED] why does it fail?" in r.stdout  # /history

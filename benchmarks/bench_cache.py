@@ -1,0 +1,105 @@
+"""How much of each request a server can take from its prompt cache (issue 13).
+
+A 60-request session through the real openai SDK against tests/fakeserver.py at the default
+8,192-token window: 30 turns, each a question, a run_python tool call whose cell defines a
+new variable and prints ~1 KB (so the namespace digest changes every turn), and a short
+answer. The session outgrows the window, so history is trimmed along the way. The fake
+server reports ``cached_tokens`` as OpenAI does (the longest prefix shared with an earlier
+request, 128-token blocks past the first 1,024; a token = 4 characters of the prompt as a
+chat template lays it out), so the figures are the server's view, whatever the client reads.
+
+Targets: >= 90 % of all prompt tokens served from cache; tokens re-processed (prompt minus
+cached) flat: request 60 against request 10 within 1.5x, each taken as the median of the ten
+requests ending there (a single request may be the one where history is cut and all of it
+is re-processed; the single figures are printed too).
+
+    python benchmarks/bench_cache.py [--quick] [--tree PATH]
+
+``--tree PATH`` imports llmrepl from another checkout (e.g. a worktree of an older commit)
+to measure "before"; the fake server always comes from this checkout. The optional real
+``llama-server`` part of the issue is not implemented here.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+_argv = sys.argv[1:]
+if "--tree" in _argv:  # before anything imports llmrepl
+    _i = _argv.index("--tree")
+    sys.path.insert(0, _argv[_i + 1])
+    del _argv[_i : _i + 2]
+
+import _common as C  # noqa: E402
+from fakeserver import FakeOpenAI  # noqa: E402
+
+TARGET_SHARE = 0.90
+TARGET_RATIO = 1.5
+WINDOW = 8192
+RESERVE = 1024
+
+
+def run_session(turns: int) -> tuple[list[int], list[int], str]:
+    """(prompt tokens, cached tokens) per request, and where llmrepl was imported from."""
+    import llmrepl
+    from llmrepl.context.builder import Context
+    from llmrepl.engine.protocols import AutoApprove, NullDisplay
+    from llmrepl.engine.session import Session
+    from llmrepl.execution.executor import Executor
+    from llmrepl.model.client import OpenAIModel
+
+    with FakeOpenAI() as srv:
+        srv.measure_usage = True
+        model = OpenAIModel("fake-model", base_url=srv.base_url, api_key="k", max_retries=0)
+        session = Session(model, Executor(), display=NullDisplay(),
+                          context=Context(context_window=WINDOW, reserve=RESERVE))
+        for i in range(turns):
+            code = (f"table_{i} = {{'row': {i}, 'values': list(range({i % 7 + 3}))}}\n"
+                    f"for k in range(12):\n    print('turn {i} line', k, 'x' * 60)")
+            srv.reply(f"Defining table_{i}.", tool_calls=[("run_python", json.dumps({"code": code}))])
+            srv.reply(f"table_{i} holds row {i}; the printout shows twelve lines. " + "Noted. " * 20)
+            session.step(f"Question {i}: please build table_{i} and print a few lines about it. "
+                         + "Some context for the question. " * 8, AutoApprove())
+        prompts = [(len(p) + 3) // 4 for p in srv.prompts]
+        return prompts, list(srv.cached), str(Path(llmrepl.__file__).resolve().parent)
+
+
+def main() -> int:
+    quick = C.quick_flag(_argv)
+    C.header("prompt caching: a 60-request session at an 8,192 window (fake server, OpenAI's rule)", quick)
+    turns = 30
+    prompts, cached, where = run_session(turns)
+    n = len(prompts)
+    share = sum(cached) / max(sum(prompts), 1)
+    fresh = [p - c for p, c in zip(prompts, cached, strict=True)]
+    r10, r60 = fresh[min(9, n - 1)], fresh[min(59, n - 1)]
+    # one request may be the one where history is cut (all of it re-processed), so "request
+    # 10" and "request 60" are the medians of the ten requests ending there
+    m10, m60 = statistics.median(fresh[:10]), statistics.median(fresh[-10:])
+    ratio = m60 / max(m10, 1)
+    print(f"   llmrepl from {where}")
+    print(f"   {n} requests; prompt tokens {sum(prompts):,}, cached {sum(cached):,} ({share:.1%})")
+    print("   re-processed per request: " + " ".join(str(x) for x in fresh))
+    print(f"   request 10: {prompts[min(9, n - 1)]:,} prompt, {r10:,} re-processed; "
+          f"request {n}: {prompts[-1]:,} prompt, {r60:,} re-processed; "
+          f"medians of requests 1-10 / {n - 9}-{n}: {m10:,.0f} / {m60:,.0f} = {ratio:.2f}")
+    rows: list[dict[str, Any]] = [
+        C.row("prompt tokens served from cache (60 requests, 8,192 window)", median=f"{share:.1%}",
+              target=f">= {TARGET_SHARE:.0%}", ok=share >= TARGET_SHARE,
+              note=f"{sum(cached):,} of {sum(prompts):,}"),
+        C.row("tokens re-processed per request, requests 51-60 / 1-10 (medians)", median=f"{ratio:.2f}x",
+              target=f"<= {TARGET_RATIO}x", ok=ratio <= TARGET_RATIO,
+              note=f"{m60:,.0f} vs {m10:,.0f}; single requests 60 / 10: {r60:,} / {r10:,}"),
+    ]
+    return C.finish(rows, quick)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

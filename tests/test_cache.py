@@ -1,0 +1,154 @@
+"""Requests that servers can cache (issue 13): a stable prefix, trimming in large steps,
+and cache use visible in /tokens, the toolbar and the cost.
+
+The real openai SDK talks to tests/fakeserver.py, which reports ``cached_tokens`` as OpenAI
+does (the longest prefix shared with an earlier request, 128-token blocks past 1,024)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fakeserver import cached_tokens, render_prompt
+
+from llmrepl.context.builder import LOW_WATER, STATE_PREFIX, Context, without_state
+from llmrepl.engine.protocols import AutoApprove, NullDisplay
+from llmrepl.engine.session import Session
+from llmrepl.execution.executor import Executor
+from llmrepl.model.client import OpenAIModel, ScriptedModel
+from llmrepl.model.pricing import estimate_cost, price_for
+
+
+def _stable(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A request's messages without the current-state part at the end."""
+    *head, last = messages
+    content = last.get("content")
+    if isinstance(content, str) and content.startswith(STATE_PREFIX):
+        return head
+    assert isinstance(content, str) and "\n\n" + STATE_PREFIX in content, "the state goes last"
+    return [*head, {**last, "content": without_state(content)}]
+
+
+def _is_prefix(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> bool:
+    """``old`` (stable part) is a byte-prefix of ``new`` as serialised for the server: every
+    message equal (same keys in the same order), the last one possibly continued."""
+    if len(old) > len(new):
+        return False
+    for a, b in zip(old[:-1], new):
+        if json.dumps(a) != json.dumps(b):
+            return False
+    return render_prompt({"messages": new}).startswith(render_prompt({"messages": old}).removesuffix("<|end|>"))
+
+
+def _sdk_session(server: Any, window: int) -> Session:
+    model = OpenAIModel("fake-model", base_url=server.base_url, api_key="k", max_retries=0)
+    return Session(model, Executor(), display=NullDisplay(), context=Context(context_window=window, reserve=500))
+
+
+def test_after_a_cell_changes_a_variable_the_next_request_extends_the_previous_one(server):
+    session = _sdk_session(server, 100_000)
+    for i in range(4):
+        server.reply(tool_calls=[("run_python", json.dumps({"code": f"v{i} = {i} * 7\nprint(v{i})"}))])
+        server.reply(f"v{i} is set.")
+        session.step(f"set v{i} please", AutoApprove())
+    reqs = server.requests
+    assert len(reqs) == 8
+    for prev, new in zip(reqs, reqs[1:]):
+        # the same tools, the same request shape and key order
+        assert json.dumps(prev["tools"]) == json.dumps(new["tools"])
+        assert [k for k in prev if k != "messages"] == [k for k in new if k != "messages"]
+        # byte for byte the previous request, only the trailing current state differs
+        assert _is_prefix(_stable(prev["messages"]), new["messages"]), (prev["messages"], new["messages"])
+    # the rules never change; the namespace is reported after the history, and is current
+    assert len({json.dumps(r["messages"][0]) for r in reqs}) == 1
+    assert "v3" not in reqs[0]["messages"][0]["content"]
+    assert "- v3: 21" in reqs[-1]["messages"][-1]["content"]
+
+
+def test_the_fake_server_reports_cached_prefixes_and_usage_shows_them(server):
+    """cached_tokens grow with the session: /tokens and the toolbar-facing usage show them."""
+    server.measure_usage = True
+    session = _sdk_session(server, 100_000)
+    for i in range(6):
+        server.reply(tool_calls=[("run_python", json.dumps({"code": f"w{i} = list(range({i}))\n" + "# pad\n" * 400}))])
+        server.reply("ok " * 50)
+        session.step(f"step {i} " + "please go on. " * 40, AutoApprove())
+    usage = session.usage
+    assert usage["cached_tokens"] > 0.8 * usage["prompt_tokens"], usage
+    report = session.token_report()
+    share = f"{usage['cached_tokens'] / usage['prompt_tokens']:.0%}"
+    assert f"{usage['cached_tokens']:,} prompt tokens ({share}) served from the server's cache" in report
+
+
+def test_cached_tokens_follow_openais_blocks():
+    base = "a" * 4 * 1000
+    assert cached_tokens(base + "x", [base + "y"]) == 0                  # under 1,024 tokens
+    long = "a" * 4 * 1300
+    assert cached_tokens(long + "x", [long + "y"]) == 1024 + 256         # 1,300 -> 1,280
+    assert cached_tokens(long, ["b" + long]) == 0                         # no shared prefix
+
+
+def test_trimming_cuts_in_large_steps_so_the_prefix_changes_only_at_the_cuts():
+    replies: list[Any] = []
+    for i in range(80):
+        replies += [f"```python\nv{i} = {i}\nprint('value', v{i}, 'x' * 200)\n```", f"done {i} " + "words " * 30]
+    model = ScriptedModel(replies)
+    ctx = Context(context_window=4000, reserve=500)
+    session = Session(model, Executor(), display=NullDisplay(), context=ctx)
+    for i in range(80):
+        session.step(f"question {i} " + "detail " * 20, AutoApprove())
+    calls = [c["messages"] for c in model.calls]
+    changes = [n for n, (a, b) in enumerate(zip(calls, calls[1:]), 1) if not _is_prefix(_stable(a), b)]
+    assert changes, "a long session at a small window must trim"
+    # few cuts, each down to the low-water mark: many requests keep one prefix between cuts
+    assert len(changes) <= len(calls) // 8, changes
+    for n in changes:
+        sent = sum(ctx.counter.count_message(m) for m in calls[n])
+        assert sent <= ctx.budget * LOW_WATER + 600, (n, sent)      # + the state and newest step
+        assert "left out to fit" in calls[n][-1]["content"]
+    for n, msgs in enumerate(calls):
+        assert sum(ctx.counter.count_message(m) for m in msgs) <= ctx.budget
+        question = n // 2
+        assert any(f"question {question} " in (m.get("content") or "") for m in msgs)  # newest kept
+
+
+def test_trimming_never_splits_a_tool_call_from_its_result(server):
+    session = _sdk_session(server, 3000)
+    for i in range(30):
+        server.reply(tool_calls=[("run_python", json.dumps({"code": f"t{i} = {i}\nprint('y' * 300)"}))])
+        server.reply(f"set t{i}")
+        session.step(f"set t{i} " + "now " * 30, AutoApprove())
+    for req in server.requests:
+        msgs = req["messages"]
+        ids = {c["id"] for m in msgs for c in m.get("tool_calls") or []}
+        answered = {m["tool_call_id"] for m in msgs if m["role"] == "tool"}
+        assert ids == answered
+        assert msgs[1]["role"] == "user"  # the history starts at a unit's start
+
+
+def test_cached_input_is_priced_at_the_cached_rate():
+    assert price_for("gpt-5.4-mini") is not None  # the default model has a price
+    full = estimate_cost("gpt-5.4-mini", 1_000_000, 0)
+    cached = estimate_cost("gpt-5.4-mini", 1_000_000, 0, cached_tokens=900_000)
+    assert full == 0.75 and cached is not None and abs(cached - (0.075 + 0.9 * 0.075)) < 1e-9
+    ctx = Context()
+    report = ctx.report([{"role": "user", "content": "hi"}], {}, model="gpt-5.4-mini",
+                        usage={"requests": 2, "prompt_tokens": 1_000_000, "completion_tokens": 0,
+                               "cached_tokens": 900_000})
+    assert "≈ $0.1425" in report and "900,000 prompt tokens (90%) served from the server's cache" in report
+
+
+def test_a_retried_request_carries_one_state_note_with_the_changes():
+    """The same request built twice (a retry after the server said the context was full)
+    carries one note, and it still holds what changed."""
+    ctx = Context(context_window=100_000)
+    history: list[dict[str, Any]] = [{"role": "user", "content": "hi"}]
+    ctx.observe({})
+    ctx.build(history, {})
+    history += [{"role": "assistant", "content": "```python\nspeed = 3\n```"},
+                {"role": "user", "content": "[llmrepl] llmrepl ran cell 1 (succeeded)."}]
+    ctx.observe({"speed": 3})
+    first = ctx.build(history, {"speed": 3})
+    again = ctx.build(history, {"speed": 3})
+    assert again == first
+    assert again[-1]["content"].count(STATE_PREFIX) == 1 and "- speed: 3" in again[-1]["content"]
