@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import weakref
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -133,6 +135,18 @@ class ModelSetup:
         self.done.wait(timeout)
 
 
+_sinks: weakref.WeakSet[_Sink] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A thread that held a sink's lock at the fork does not exist in the child."""
+    for sink in list(_sinks):
+        sink._lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class _Sink:
     """Live cell output goes to the display, secrets scrubbed; output arriving between cells
     (from threads a cell left running) is journaled too, since it was shown.
@@ -146,25 +160,31 @@ class _Sink:
         self.executor: Any = None
         self.journal: Any = None
         self._held: dict[str, str] = {}  # stream -> the held-back end of its output
+        # the fd reader thread writes here while the cell's print does: one at a time, or a key
+        # printed in two pieces (one from each) could pass the hold-back unredacted
+        self._lock = threading.RLock()
+        _sinks.add(self)
 
     def write(self, stream: str, text: str) -> None:
-        late = self.journal is not None and self.executor is not None and not self.executor.running
-        if not late:
-            text = self._held.pop(stream, "") + text
-            cut = self.redactor.open_tail(text)
-            if cut < len(text):
-                text, self._held[stream] = text[:cut], text[cut:]
-        text = self.redactor.redact(text)
-        if late:
-            self.journal.append("late_output", stream=stream, text=text, after_cell=self.executor.cell_count)
-        if text:
-            self.screen.cell_output(stream, text)
+        with self._lock:
+            late = self.journal is not None and self.executor is not None and not self.executor.running
+            if not late:
+                text = self._held.pop(stream, "") + text
+                cut = self.redactor.open_tail(text)
+                if cut < len(text):
+                    text, self._held[stream] = text[:cut], text[cut:]
+            text = self.redactor.redact(text)
+            if late:
+                self.journal.append("late_output", stream=stream, text=text, after_cell=self.executor.cell_count)
+            if text:
+                self.screen.cell_output(stream, text)
 
     def flush(self) -> None:
         """The cell ended: show what was held back (it is not the key: that never came)."""
-        held, self._held = self._held, {}
-        for stream, text in held.items():
-            self.screen.cell_output(stream, self.redactor.redact(text))
+        with self._lock:
+            held, self._held = self._held, {}
+            for stream, text in held.items():
+                self.screen.cell_output(stream, self.redactor.redact(text))
 
     def display(self, item: DisplayData) -> None:
         """A display item (``display()``, a figure): shown, in order with the text, its text

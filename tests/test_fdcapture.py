@@ -203,3 +203,47 @@ def test_many_prints_beside_a_program_keep_their_order(ex: Executor) -> None:
     lines = r.stdout.splitlines()
     assert len(lines) == 20004
     assert lines[:3] == ["0", "child-0", "1"] and lines[lines.index("5000") + 1] == "child-5000"
+
+
+def test_a_forked_child_prints_while_the_reader_thread_is_drawing() -> None:
+    """The fd reader thread (and the spinner) hold the display's lock while they draw; a
+    child forked at that moment inherited it held, and its first print waited forever."""
+    import io
+
+    from llmrepl.app import _Sink
+    from llmrepl.redact import Redactor
+    from llmrepl.terminal.display import TerminalDisplay
+
+    class SlowScreen(io.StringIO):
+        def write(self, s: str) -> int:
+            time.sleep(0.0005)  # a terminal that takes its time: the lock is held meanwhile
+            return super().write(s)
+
+    display = TerminalDisplay(SlowScreen(), color=False)
+    executor = Executor(sink=_Sink(display, Redactor([])))
+    executor.run("pass")
+    executor.capture_fds()
+    try:
+        r = executor.run(
+            "import os, subprocess, time\n"
+            "p = subprocess.Popen(['sh', '-c', 'while :; do echo noise; done'])\n"
+            "hung = 0\n"
+            "for i in range(20):\n"
+            "    pid = os.fork()\n"
+            "    if pid == 0:\n"
+            "        print('child')\n"
+            "        os._exit(0)\n"
+            "    for _ in range(300):\n"
+            "        if os.waitpid(pid, os.WNOHANG)[0]:\n"
+            "            break\n"
+            "        time.sleep(0.01)\n"
+            "    else:\n"
+            "        hung += 1\n"
+            "        os.kill(pid, 9)\n"
+            "        os.waitpid(pid, 0)\n"
+            "p.kill(); p.wait()\n"
+            "hung")
+    finally:
+        executor.capture_fds(False)
+    assert r.ok, r.error
+    assert r.value_repr == "0", f"{r.value_repr} of 20 forked children hung on their first print"

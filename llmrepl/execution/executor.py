@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
@@ -82,6 +83,22 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
 
+_executors: weakref.WeakSet[Executor] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """The fd reader thread may have held a capture's lock at the fork; it does not exist in
+    the child, whose print would wait on that lock forever."""
+    for executor in list(_executors):
+        lock = executor._capture_lock = threading.Lock()
+        cap = executor._router.capture
+        if cap is not None:
+            cap._lock = lock
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class CellTimeout(BaseException):
     """Raised inside a cell that ran past its time limit (a BaseException: ``except Exception`` misses it)."""
 
@@ -129,6 +146,7 @@ class Executor:
     ) -> None:
         self._router = CaptureRouter(sink)
         self._capture_lock = threading.Lock()
+        _executors.add(self)
         self._stdout = CaptureStream(self._router, "stdout")
         self._stderr = CaptureStream(self._router, "stderr")
         self._stdin = StdinStub(self._stdin_readline)

@@ -15,6 +15,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
@@ -99,6 +100,21 @@ def _not_shown(skipped: int, what: str) -> str:
     return f"\nllmrepl: [... {skipped:,} characters of {what} not shown ...]\n"
 
 
+_displays: weakref.WeakSet[TerminalDisplay] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """In a process a cell forked, the threads that take the display's lock (the spinner's,
+    the fd reader's) do not exist, and one may have held it at the fork: a fresh lock, and
+    no spinner, or the child's first print waits forever."""
+    for display in list(_displays):
+        display._lock = threading.RLock()
+        display._spinner = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class TerminalDisplay:
     """Implements ``session.Display`` by writing rendered text to ``out``.
 
@@ -119,6 +135,7 @@ class TerminalDisplay:
             ascii = "utf" not in encoding or os.environ.get("TERM") == "dumb"
         self.ascii = ascii
         self._lock = threading.RLock()
+        _displays.add(self)
         self._renderer: MarkdownStream | None = None
         self._at_line_start = True
         self._after_cell = False  # a cell's result was the last thing shown: a blank line before prose
