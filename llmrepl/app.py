@@ -271,6 +271,7 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
         temperature=config.model.temperature,
         max_output_tokens=config.model.max_output_tokens,
         timeout=config.model.timeout,
+        cache_breakpoints=config.model.cache_breakpoints,
     )
     # llmrepl's own copies of fds 0/1/2: a cell that closes or redirects them (or sys.__stdout__)
     # cannot silence llmrepl or eat its batch input; the executor puts them back after each cell

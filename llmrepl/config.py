@@ -61,6 +61,7 @@ class ModelConfig:
     output_price: float | None = None  # USD per million completion tokens
     find_local: bool = True  # with no key and no base URL, look for a server on 127.0.0.1's usual ports
     probe_ports: str = "11434,1234,8080,8000"  # those ports, in order (Ollama, LM Studio, llama.cpp, vLLM)
+    cache_breakpoints: str = "auto"  # mark the stable prefix's end for the prompt cache: auto | on | off
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ _UNITS = {"model.timeout": " seconds (one day)", "exec.timeout": " seconds (one 
 # The string keys that take one of a few words.
 CHOICES: dict[str, tuple[str, ...]] = {
     "repl.inline_images": ("auto", "on", "off"),
+    "model.cache_breakpoints": ("auto", "on", "off"),
 }
 # Longest value of each string key (a model name can be a path, a key a long token), and what
 # none may hold: C0, DEL and C1 controls, zero-width and bidi marks, which would otherwise reach

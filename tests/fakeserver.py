@@ -41,7 +41,7 @@ class _Reply:
     text: str = ""
     tool_calls: list[tuple[str, str]] = field(default_factory=list)
     finish_reason: Any = _AUTO  # _AUTO: "tool_calls"/"stop"; "" or None-after-explicit: omit
-    usage: tuple[int, ...] | None = (10, 5)  # (prompt, completion[, cached])
+    usage: tuple[int, ...] | None = (10, 5)  # (prompt, completion[, cached[, cache written]])
     chunk_size: int = 8
     delay: float = 0.0  # between stream chunks (once, before answering, without stream)
     before: float = 0.0  # wait before sending anything (slow)
@@ -419,6 +419,8 @@ def _usage(u: tuple[int, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {"prompt_tokens": u[0], "completion_tokens": u[1], "total_tokens": u[0] + u[1]}
     if len(u) > 2:
         out["prompt_tokens_details"] = {"cached_tokens": u[2], "audio_tokens": 0}
+    if len(u) > 3:  # GPT-5.6's usage: prompt tokens written to the cache
+        out["prompt_tokens_details"]["cache_write_tokens"] = u[3]
     return out
 
 

@@ -152,3 +152,92 @@ def test_a_retried_request_carries_one_state_note_with_the_changes():
     again = ctx.build(history, {"speed": 3})
     assert again == first
     assert again[-1]["content"].count(STATE_PREFIX) == 1 and "- speed: 3" in again[-1]["content"]
+
+
+def test_gpt_5_6_cache_writes_cost_more_than_input_and_show_in_tokens(server):
+    """GPT-5.6 bills input written to the cache at 1.25x input: usage's cache_write_tokens is
+    read through the real SDK, counted for the session, priced, and shown by /tokens."""
+    write = estimate_cost("gpt-5.6-terra", 1_000_000, 0, cache_write_tokens=1_000_000)
+    read = estimate_cost("gpt-5.6-terra", 1_000_000, 0, cached_tokens=1_000_000)
+    assert write is not None and abs(write - 2.5 * 1.25) < 1e-9
+    assert read is not None and abs(read - 0.25) < 1e-9
+    assert estimate_cost("gpt-5.4-mini", 1_000_000, 0, cache_write_tokens=1_000_000) == 0.75  # no write premium
+    model = OpenAIModel("gpt-5.6-terra", base_url=server.base_url, api_key="k", max_retries=0)
+    session = Session(model, Executor(), display=NullDisplay(), context=Context(context_window=100_000))
+    server.reply("first", usage=(2000, 10, 0, 1800))
+    server.reply("second", usage=(2100, 10, 1800, 0))
+    session.step("hello", AutoApprove())
+    session.step("again", AutoApprove())
+    assert session.usage["cache_write_tokens"] == 1800 and session.usage["cached_tokens"] == 1800
+    report = session.token_report()
+    assert "1,800 prompt tokens written to the server's cache (priced at its write rate)" in report
+    # of 4,100 prompt tokens: 500 fresh at $2.50, 1,800 written at $3.125, 1,800 read at
+    # $0.25; 20 out at $15 (per 1M)
+    cost = (500 * 2.5 + 1800 * 3.125 + 1800 * 0.25 + 20 * 15) / 1e6
+    assert f"≈ ${cost:,.4f}" in report
+
+
+def test_a_breakpoint_marks_the_end_of_the_stable_system_prompt(server):
+    """Where the endpoint takes explicit cache breakpoints (OpenAI, GPT-5.6 on), one marks the
+    end of the system prompt, the part no trim changes; other servers get plain messages."""
+    on = OpenAIModel("fake-model", base_url=server.base_url, api_key="k", max_retries=0, cache_breakpoints="on")
+    session = Session(on, Executor(), display=NullDisplay(), context=Context(context_window=100_000))
+    server.reply("a")
+    server.reply("b")
+    session.step("one", AutoApprove())
+    session.step("two", AutoApprove())
+    first, second = (r["messages"][0] for r in server.requests)
+    assert first == second  # the marked prefix is the same in every request
+    assert first["role"] == "system" and isinstance(first["content"], list)
+    assert first["content"][0]["prompt_cache_breakpoint"] == {"mode": "explicit"}
+    assert first["content"][0]["text"].startswith("You are")
+    assert all(isinstance(m.get("content"), str) for r in server.requests for m in r["messages"][1:])
+    # auto: only OpenAI's own endpoint with a model that takes them
+    assert OpenAIModel("gpt-5.6-terra", api_key="k")._breakpoints()
+    assert OpenAIModel("gpt-6", api_key="k")._breakpoints()
+    assert not OpenAIModel("gpt-5.4-mini", api_key="k")._breakpoints()
+    assert not OpenAIModel("gpt-5.6-terra", base_url=server.base_url, api_key="k")._breakpoints()
+    assert not OpenAIModel("gpt-5.6-terra", api_key="k", cache_breakpoints="off")._breakpoints()
+
+
+def test_a_server_that_rejects_the_breakpoint_gets_requests_without_it(server):
+    model = OpenAIModel("fake-model", base_url=server.base_url, api_key="k", max_retries=0, cache_breakpoints="on")
+    session = Session(model, Executor(), display=NullDisplay(), context=Context(context_window=100_000))
+    server.fail(400, "Unrecognized request argument supplied: prompt_cache_breakpoint",
+                code="unsupported_parameter", param="messages[0].content[0].prompt_cache_breakpoint")
+    server.reply("fine")
+    server.reply("still fine")
+    session.step("one", AutoApprove())
+    session.step("two", AutoApprove())
+    assert [isinstance(r["messages"][0]["content"], list) for r in server.requests] == [True, False, False]
+    assert session.messages[-1]["content"] == "still fine"
+
+
+def test_a_tool_result_does_not_repeat_the_code_of_the_call_unless_it_was_edited(server):
+    """The call's arguments already hold the code: quoting it again in the result would make
+    every later request longer. Code the user edited is quoted (the model never saw it)."""
+    from llmrepl.engine.protocols import Decision
+
+    class EditOnce:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def review(self, code: str, **_: Any) -> Decision:
+            self.calls += 1
+            if self.calls == 2:
+                return Decision("run", code="edited_marker = 2\nprint(edited_marker)", edited=True)
+            return Decision("run", code=code)
+
+    session = _sdk_session(server, 100_000)
+    reviewer = EditOnce()
+    server.reply(tool_calls=[("run_python", json.dumps({"code": "orig_marker = 1\nprint(orig_marker)"}))])
+    server.reply("done")
+    session.step("first", reviewer)
+    server.reply(tool_calls=[("run_python", json.dumps({"code": "unused_marker = 3"}))])
+    server.reply("done")
+    session.step("second", reviewer)
+    tools = [m["content"] for m in session.messages if m.get("role") == "tool"]
+    assert len(tools) == 2
+    assert "orig_marker = 1" not in tools[0] and "the code of your call, unchanged" in tools[0]
+    assert "1" in tools[0].split("Output")[1]
+    assert "edited_marker = 2" in tools[1] and "The user edited your code" in tools[1]

@@ -45,7 +45,7 @@ __all__ = ["Context", "STATE_PREFIX", "LOW_WATER", "without_state"]
 # that is not first, and a note the model reads last is the one it treats as current.
 STATE_PREFIX = f"{NOTE_PREFIX}Session state now (written by llmrepl, it replaces any earlier one):"
 # When the history no longer fits, it is cut down to this share of the budget in one step.
-LOW_WATER = 0.5
+LOW_WATER = 0.6
 
 
 class Context:
@@ -272,14 +272,18 @@ class Context:
             lines.append(f"this session: {requests} request(s); the server did not report token usage")
         else:
             cached = min(usage.get("cached_tokens", 0), prompt)
+            written = min(usage.get("cache_write_tokens", 0), prompt - cached)
             cost = estimate_cost(model, prompt, completion, input_price=input_price, output_price=output_price,
-                                 cached_tokens=cached)
+                                 cached_tokens=cached, cache_write_tokens=written)
             money = f" ≈ ${cost:,.4f}" if cost is not None else " (no price known for this model: set model.input_price)"
             lines.append(f"this session: {prompt:,} prompt + {completion:,} completion tokens in "
                          f"{requests} request(s), as reported by the API{money}")
             if prompt:
                 lines.append(f"  {cached:,} prompt tokens ({cached / prompt:.0%}) served from the server's cache"
                              f"{' at the cached rate' if cost is not None and cached else ''}")
+            if written:
+                lines.append(f"  {written:,} prompt tokens written to the server's cache"
+                             f"{' (priced at its write rate)' if cost is not None else ''}")
         return "\n".join(lines)
 
     def feedback_cap(self, text: str) -> float:

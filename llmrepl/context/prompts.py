@@ -215,8 +215,12 @@ def _output_with_displays(result: ExecResult) -> tuple[str, int, list[Any]]:
     return "".join(out), max(result.output_chars, len(result.output)) + extra, displays
 
 
-def format_result(result: ExecResult, *, max_chars: int = 8000, edited: bool = False) -> str:
+def format_result(result: ExecResult, *, max_chars: int = 8000, edited: bool = False,
+                  echo_code: bool = True) -> str:
     """The message that tells the model what its cell did, within about ``max_chars``.
+
+    ``echo_code=False`` (a tool call run as the model wrote it: its arguments hold the code)
+    leaves the code out, so the cached history does not carry it twice.
 
     The parts share the budget: the code (up to a quarter), the value (a fifth), the error
     (two fifths); the output gets the rest, so a huge output never crowds out the traceback.
@@ -227,7 +231,7 @@ def format_result(result: ExecResult, *, max_chars: int = 8000, edited: bool = F
     value = result.value_repr
     error = result.error
     output, output_chars, displays = _output_with_displays(result)
-    code_cut = cap_text(code, max(max_chars // 4, 200))
+    code_cut = cap_text(code, max(max_chars // 4, 200)) if echo_code or edited else ""
     value_cut = cap_text(value, max(max_chars // 5, 200)) if value is not None else None
     error_cut = cap_text(error, max(max_chars * 2 // 5, 400)) if error else None
     used = len(code_cut) + len(value_cut or "") + len(error_cut or "")
@@ -240,9 +244,12 @@ def format_result(result: ExecResult, *, max_chars: int = 8000, edited: bool = F
     parts = [f"llmrepl ran cell {result.cell} ({_status(result)}, {result.duration:.2f} s)."]
     if edited:
         parts.append("The user edited your code before running it. This is the code that ran:")
-    else:
+    elif echo_code:
         parts.append("Code that ran:")
-    parts.append(_fence(code_cut))
+    else:
+        parts.append("The code that ran is the code of your call, unchanged.")
+    if code_cut:
+        parts.append(_fence(code_cut))
     if output_cut:
         if displays:
             parts.append("Output (stdout and stderr, and what the cell displayed, in order):")

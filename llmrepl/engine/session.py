@@ -343,17 +343,18 @@ class Session(TurnLoop):
                    **self.context.images.refs(result)})
         return result
 
-    def _feedback(self, result: ExecResult, edited: bool) -> str:
+    def _feedback(self, result: ExecResult, edited: bool, echo_code: bool = True) -> str:
         """What the model is told about a cell: capped in characters and in tokens (a quarter of
-        the budget at most), secrets scrubbed, code included."""
+        the budget at most), secrets scrubbed, code included unless ``echo_code`` is false (a
+        tool call's own arguments hold it)."""
         max_chars = self.max_output_chars
-        text = format_result(result, max_chars=max_chars, edited=edited)
+        text = format_result(result, max_chars=max_chars, edited=edited, echo_code=echo_code)
         for _ in range(4):  # the parts have floors, so shrink until it fits or cannot shrink more
             shrink = self.context.feedback_cap(text)
             if shrink >= 1.0 or max_chars <= 200:
                 break
             max_chars = max(int(max_chars * shrink), 200)
-            text = format_result(result, max_chars=max_chars, edited=edited)
+            text = format_result(result, max_chars=max_chars, edited=edited, echo_code=echo_code)
         return self.redactor.redact(text)
 
     def _flush_live_output(self) -> None:

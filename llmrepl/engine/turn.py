@@ -65,7 +65,7 @@ class TurnLoop:
     undo: Callable[[], object]
     _add: Callable[[dict[str, Any]], None]
     _start_exchange: Callable[[], None]
-    _feedback: Callable[[ExecResult, bool], str]
+    _feedback: Callable[..., str]  # (result, edited, echo_code=True)
 
     def _step(self, text: str, reviewer: Reviewer) -> TurnResult:
         """One message, to the end of its loop (``Session.step`` catches what escapes)."""
@@ -174,6 +174,8 @@ class TurnLoop:
             self.usage["prompt_tokens"] += completion.usage.prompt_tokens
             self.usage["completion_tokens"] += completion.usage.completion_tokens
             self.usage["cached_tokens"] = self.usage.get("cached_tokens", 0) + completion.usage.cached_tokens
+            self.usage["cache_write_tokens"] = (self.usage.get("cache_write_tokens", 0)
+                                                + completion.usage.cache_write_tokens)
         self.journal.append(
             "assistant",
             text=completion.text,
@@ -265,7 +267,8 @@ class TurnLoop:
                 continue
             result = self.run_cell(decision.code)
             turn.cells.append(result)
-            self._tool_reply(call, self._feedback(result, decision.edited), self.context.images.refs(result))
+            self._tool_reply(call, self._feedback(result, decision.edited, echo_code=False),
+                             self.context.images.refs(result))
             if result.interrupted:
                 stop = "interrupted"
         if completion.finish_reason not in ("stop", "tool_calls") and not stop:

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from llmrepl.errors import ModelError
 from llmrepl.model.error_map import (
@@ -63,6 +64,7 @@ class Usage:
     completion_tokens: int
     total_tokens: int
     cached_tokens: int = 0  # of prompt_tokens, served from the server's prompt cache
+    cache_write_tokens: int = 0  # of the rest, written to the cache (billed above input on GPT-5.6)
 
 
 @dataclass
@@ -181,7 +183,9 @@ def _usage(u: Any) -> Usage | None:
     if u is None:
         return None
     p, c = int(getattr(u, "prompt_tokens", 0) or 0), int(getattr(u, "completion_tokens", 0) or 0)
-    return Usage(p, c, int(getattr(u, "total_tokens", 0) or p + c), min(_cached(u), p))
+    cached = min(_cached(u), p)
+    written = _count(u, (("prompt_tokens_details", "cache_write_tokens"), ("cache_creation_input_tokens",)))
+    return Usage(p, c, int(getattr(u, "total_tokens", 0) or p + c), cached, min(written, p - cached))
 
 
 def _field(obj: Any, name: str) -> Any:
@@ -193,14 +197,43 @@ def _cached(u: Any) -> int:
     (server-task.cpp ``usage_json_oaicompat``) send ``prompt_tokens_details.cached_tokens``;
     DeepSeek sends ``prompt_cache_hit_tokens``; Anthropic-shaped usage (LiteLLM passing it
     through) ``cache_read_input_tokens``. Ollama reports none: 0."""
-    for value in (_field(_field(u, "prompt_tokens_details") or {}, "cached_tokens"),
-                  _field(u, "prompt_cache_hit_tokens"), _field(u, "cache_read_input_tokens")):
+    return _count(u, (("prompt_tokens_details", "cached_tokens"), ("prompt_cache_hit_tokens",),
+                      ("cache_read_input_tokens",)))
+
+
+def _count(u: Any, paths: tuple[tuple[str, ...], ...]) -> int:
+    """The first positive whole number found along ``paths`` (each a chain of field names)
+    in a usage object or dict; 0 when none. A server's odd value (text, a float, null) is
+    passed over, never an error."""
+    for path in paths:
+        value = u
+        for name in path:
+            value = _field(value, name) if value is not None else None
         try:
-            if value is not None and int(value) > 0:
+            if value is not None and not isinstance(value, bool) and int(value) > 0:
                 return int(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             continue
     return 0
+
+
+_BREAKPOINT = {"mode": "explicit"}
+
+
+def _with_breakpoint(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages with an explicit cache breakpoint where the stable part ends: the end of
+    the system prompt, the one part no trim ever changes (the API's implicit breakpoint
+    covers the newest message). Other messages are passed as they are."""
+    if not messages or messages[0].get("role") != "system" or not isinstance(messages[0].get("content"), str):
+        return messages
+    first = {**messages[0], "content": [{"type": "text", "text": messages[0]["content"],
+                                         "prompt_cache_breakpoint": dict(_BREAKPOINT)}]}
+    return [first, *messages[1:]]
+
+
+def _has_breakpoint(message: dict[str, Any]) -> bool:
+    content = message.get("content")
+    return isinstance(content, list) and any(isinstance(p, dict) and "prompt_cache_breakpoint" in p for p in content)
 
 
 def _describe_body(body: str | bytes) -> str:
@@ -226,8 +259,10 @@ class OpenAIModel:
         timeout: float = 60.0,
         max_retries: int = 2,
         client: Any | None = None,
+        cache_breakpoints: str = "auto",
     ) -> None:
         self.model = model
+        self.cache_breakpoints = cache_breakpoints  # model.cache_breakpoints: auto | on | off
         # config.py already folded OPENAI_BASE_URL / the api_key_env variable into these:
         # reading the environment again here would bypass model.api_key_env
         self.base_url = base_url or None
@@ -368,7 +403,18 @@ class OpenAIModel:
             kw["temperature"] = self.temperature
         if self.stream and "stream_options" not in skip:
             kw["stream_options"] = {"include_usage": True}
+        if "prompt_cache_breakpoint" not in skip and self._breakpoints():
+            kw["messages"] = _with_breakpoint(messages)
         return kw
+
+    def _breakpoints(self) -> bool:
+        """Mark where the stable prefix ends? ``auto``: on OpenAI's own endpoint for the
+        GPT-5.6 family and later, the first that take explicit breakpoints."""
+        if self.cache_breakpoints != "auto":
+            return self.cache_breakpoints == "on"
+        host = urlsplit(self.base_url or "https://api.openai.com/v1").hostname or ""
+        m = re.match(r"gpt-(\d+)(?:\.(\d+))?", self.model.lower().rsplit("/", 1)[-1])
+        return host == "api.openai.com" and m is not None and (int(m[1]), int(m[2] or 0)) >= (5, 6)
 
     @staticmethod
     def _rejected_param(exc: Exception, kwargs: dict[str, Any]) -> str | None:
@@ -383,6 +429,8 @@ class OpenAIModel:
         if code not in ("unsupported_parameter", "unsupported_value") and not _UNSUPPORTED_WORDS.search(text):
             return None
         sent = [k for k in DROPPABLE if k in kwargs]
+        if kwargs.get("messages") and _has_breakpoint(kwargs["messages"][0]):
+            sent.append("prompt_cache_breakpoint")
         param = str(getattr(exc, "param", None) or "").split(".")[0].split("[")[0]
         if param in sent:
             return param

@@ -3,18 +3,26 @@
 No network: the table is built in and may go stale, so ``model.input_price`` and
 ``model.output_price`` (USD per million tokens) override it (``model.input_price`` also
 sets the cached rate to the model's listed cached share of it). Unknown models get no estimate.
-Cached input (``usage.prompt_tokens_details.cached_tokens``) is priced at the cached rate.
+Cached input (``usage.prompt_tokens_details.cached_tokens``) is priced at the cached rate;
+input written to the cache (``cache_write_tokens``) at the write rate where the model has one
+(GPT-5.6: 1.25x input).
 """
 
 from __future__ import annotations
 
-__all__ = ["PRICES", "price_for", "cached_price_for", "estimate_cost"]
+__all__ = ["PRICES", "CACHE_WRITE", "price_for", "cached_price_for", "estimate_cost"]
 
 # USD per million tokens: (input, cached input, output), standard processing.
 # No figure here was read from OpenAI's own page (no network while writing this table);
 # each line names the secondary source it came from and that source's date. Verify
 # against https://developers.openai.com/api/docs/pricing before relying on a figure.
 PRICES: dict[str, tuple[float, float, float]] = {
+    # OpenAI's GPT-5.6 announcement (2026-06-27) as quoted by Simon Willison and reported by
+    # howtonotcode.com and ai-cost-estimator.com (read 2026-12): input/output per 1M, cache
+    # reads 90 % off, cache writes 1.25x input (CACHE_WRITE below).
+    "gpt-5.6-sol": (5.00, 0.50, 30.00),
+    "gpt-5.6-terra": (2.50, 0.25, 15.00),
+    "gpt-5.6-luna": (1.00, 0.10, 6.00),
     # docs.rs crate adk-model 0.6.0, src/openai/pricing.rs, "Token pricing for OpenAI
     # models (March 2026)": GPT-5.4 family, cached input 90 % off.
     "gpt-5.4": (2.50, 0.25, 15.00),
@@ -36,6 +44,9 @@ PRICES: dict[str, tuple[float, float, float]] = {
     "gpt-4o-mini": (0.15, 0.075, 0.60),
 }
 _BY_LENGTH = sorted(PRICES, key=len, reverse=True)
+# Input written to the prompt cache costs this multiple of the input rate (same source as
+# the GPT-5.6 rows). Earlier families write for free: only their reads are discounted.
+CACHE_WRITE: dict[str, float] = {"gpt-5.6": 1.25}
 
 
 def _known(model: str) -> tuple[float, float, float] | None:
@@ -70,11 +81,17 @@ def cached_price_for(model: str, input_price: float | None = None) -> float | No
     return input_price * known[1] / known[0]
 
 
+def _write_factor(model: str) -> float:
+    name = model.lower().rsplit("/", 1)[-1]
+    return next((f for family, f in CACHE_WRITE.items() if name == family or name.startswith(family + "-")), 1.0)
+
+
 def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int, *,
                   input_price: float | None = None, output_price: float | None = None,
-                  cached_tokens: int = 0) -> float | None:
+                  cached_tokens: int = 0, cache_write_tokens: int = 0) -> float | None:
     """Estimated USD for the given usage, or None when the price is unknown. ``cached_tokens``
-    are part of ``prompt_tokens`` (as the API reports them) and cost the cached rate."""
+    are part of ``prompt_tokens`` (as the API reports them) and cost the cached rate;
+    ``cache_write_tokens`` are part of the rest and cost the model's write rate."""
     prices = price_for(model, input_price, output_price)
     if prices is None:
         return None
@@ -82,4 +99,7 @@ def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int, *,
     cached_rate = cached_price_for(model, input_price)
     if cached_rate is None:
         cached_rate = prices[0]
-    return ((prompt_tokens - cached) * prices[0] + cached * cached_rate + completion_tokens * prices[1]) / 1_000_000
+    written = min(max(cache_write_tokens, 0), prompt_tokens - cached)
+    fresh = prompt_tokens - cached - written
+    return (fresh * prices[0] + written * prices[0] * _write_factor(model) + cached * cached_rate
+            + completion_tokens * prices[1]) / 1_000_000
