@@ -10,7 +10,7 @@ import pytest
 from fakeserver import FakeOpenAI
 
 from llmrepl.context.builder import Context
-from llmrepl.engine.protocols import NullDisplay, ScriptedReviewer
+from llmrepl.engine.protocols import AutoApprove, NullDisplay, ScriptedReviewer
 from llmrepl.engine.session import Session
 from llmrepl.execution.executor import Executor
 from llmrepl.model.client import OpenAIModel
@@ -234,3 +234,23 @@ def test_base_url_listing_many_unknown_models_keeps_the_default_name(srv: FakeOp
     p = run(["--base-url", srv.base_url, "-c", "hi"], timeout=60)
     assert p.returncode == 0, p.stderr
     assert srv.requests[0]["model"] not in srv.models
+
+
+def test_after_tools_go_off_earlier_tool_calls_are_sent_as_text(srv: FakeOpenAI) -> None:
+    """A session whose history holds tool calls moves to a server that takes no tools
+    (llama.cpp without --jinja): the next requests carry those calls and results as text,
+    with no tool role or tool_calls field that the server's template cannot render."""
+    s, display = session(srv, use_tools=True)
+    srv.reply(tool_calls=[("run_python", json.dumps({"code": "kept_value = 6 * 7\nprint(kept_value)"}))])
+    srv.reply("It is 42.")
+    assert s.step("compute it", AutoApprove()).error is None
+    srv.fail(500, body=JINJA, content_type="application/json")
+    srv.reply("fine without tools")
+    assert s.step("and now?", ScriptedReviewer([])).error is None
+    sent = srv.requests[-1]["messages"]
+    assert "tools" not in srv.requests[-1]
+    assert all(m["role"] in ("system", "user", "assistant") and "tool_calls" not in m for m in sent), sent
+    roles = [m["role"] for m in sent[1:]]
+    assert all(a != b for a, b in zip(roles, roles[1:])), roles  # user and assistant alternate
+    text = json.dumps(sent)
+    assert "kept_value = 6 * 7" in text and "Result of your run_python call" in text and "42" in text

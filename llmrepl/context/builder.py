@@ -32,13 +32,13 @@ from llmrepl.context.budget import (
 )
 from llmrepl.context.digest import NamespaceDigest
 from llmrepl.context.images import ImageParts
-from llmrepl.context.prompts import system_rules
+from llmrepl.context.prompts import system_rules, without_tool_calls
 from llmrepl.context.tokens import ApproxCounter, TokenCounter
 from llmrepl.errors import ModelError
 from llmrepl.model.pricing import estimate_cost
 from llmrepl.redact import Redactor
 
-__all__ = ["Context", "STATE_PREFIX", "LOW_WATER", "without_state"]
+__all__ = ["Context", "STATE_PREFIX", "LOW_WATER", "without_state", "without_tools"]
 
 # The current-state message after the history. A user message, not a system one: chat
 # templates of local servers (llama.cpp, vLLM, Ollama) reject or misplace a system message
@@ -312,6 +312,12 @@ def _is_step_result(message: dict[str, Any]) -> bool:
         and isinstance(content, str)
         and not content.startswith(STANDALONE_NOTES)
     )
+
+
+def without_tools(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A built request for a server that takes no tools: tool calls and results as text."""
+    plain = without_tool_calls(messages)
+    return plain if plain is messages else _merge_user_runs(plain)
 
 
 def _merge_user_runs(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -7,12 +7,15 @@ summary only looks at types and sizes it can read without calling user methods).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import sys
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
+
+from llmrepl.context.budget import NOTE_PREFIX
 
 if TYPE_CHECKING:
     from llmrepl.execution.executor import ExecResult
@@ -294,3 +297,35 @@ def _fence(text: str, lang: str = "python") -> str:
         fence += "`"
     return f"{fence}{lang}\n{text.rstrip(chr(10))}\n{fence}"
 
+
+
+def without_tool_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The request for a server that takes no tools (llama.cpp without --jinja), when the
+    history already holds tool calls (from before tools went off, or another model): each
+    call becomes the fenced code it carried, each result a user message saying what it
+    answers, so no message has a role or field such a server's template cannot render."""
+    if not any(m.get("tool_calls") or m.get("role") == "tool" for m in messages):
+        return messages
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.get("role") == "tool":
+            head = f"{NOTE_PREFIX}Result of your run_python call:\n"
+            content = m.get("content")
+            if isinstance(content, list):  # figures sent as images: keep the parts
+                out.append({"role": "user", "content": [{"type": "text", "text": head}, *content]})
+            else:
+                out.append({"role": "user", "content": head + str(content or "")})
+        elif m.get("tool_calls"):
+            parts = [m["content"]] if isinstance(m.get("content"), str) and m["content"] else []
+            for call in m["tool_calls"]:
+                fn = call.get("function") or {}
+                try:
+                    code = json.loads(fn.get("arguments") or "{}").get("code")
+                except (ValueError, AttributeError):
+                    code = None
+                parts.append(_fence(code) if isinstance(code, str) else
+                             f"(a {fn.get('name', 'tool')} call: {fn.get('arguments', '')})")
+            out.append({"role": "assistant", "content": "\n\n".join(parts)})
+        else:
+            out.append(m)
+    return out

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmrepl.context.budget import NOTE_PREFIX as _NOTE
-from llmrepl.context.builder import Context
+from llmrepl.context.builder import Context, without_tools
 from llmrepl.context.prompts import format_result
 from llmrepl.engine.protocols import Display, NullDisplay, Reviewer
 from llmrepl.engine.turn import TurnLoop, TurnResult, _busy
@@ -95,8 +95,10 @@ class Session(TurnLoop):
 
     def request_messages(self) -> list[dict[str, Any]]:
         """The next request: system prompt with the namespace digest, then the history fitted
-        into the context window (raises ModelError kind "too_long" when it cannot fit)."""
-        return self.context.build(self.messages, self.executor.namespace, model=self.model.model)
+        into the context window (raises ModelError kind "too_long" when it cannot fit); tool
+        calls as text once tools are off (a server that takes none)."""
+        messages = self.context.build(self.messages, self.executor.namespace, model=self.model.model)
+        return messages if self.use_tools else without_tools(messages)
 
     def switch_model(self, name: str) -> None:
         """/model NAME: later requests go to ``name`` (the front end may re-size the budget)."""
