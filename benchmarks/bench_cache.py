@@ -16,15 +16,30 @@ is re-processed; the single figures are printed too).
     python benchmarks/bench_cache.py [--quick] [--tree PATH]
 
 ``--tree PATH`` imports llmrepl from another checkout (e.g. a worktree of an older commit)
-to measure "before"; the fake server always comes from this checkout. The optional real
-``llama-server`` part of the issue is not implemented here.
+to measure "before"; the fake server always comes from this checkout.
+
+A real ``llama-server`` too (by hand, never in CI): with ``LLAMA_SERVER`` naming the binary,
+the same kind of session (60 requests: each turn a ``/py`` cell that defines a variable and
+prints ~1 KB, then a question) runs against it with a tiny random-weight model
+(benchmarks/llama_tiny.py; ``LLAMA_MODEL`` names a GGUF to use instead, else it is written
+from ``LLAMA_VOCAB``, default ``models/ggml-vocab-qwen2.gguf`` beside the binary's source
+tree). The server's log line "prompt eval time = ... / N tokens" is the count of tokens it
+re-processed for each request; its usage reports ``cached_tokens``. Building it:
+llama.cpp is vendored in the ``llama-cpp-python`` sdist on PyPI; ``cmake -B build &&
+cmake --build build --target llama-server`` (about 10 minutes on 2 cores).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +86,96 @@ def run_session(turns: int, window: int = WINDOW) -> tuple[list[int], list[int],
         return prompts, list(srv.cached), str(Path(llmrepl.__file__).resolve().parent)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tiny_model(binary: Path, folder: Path) -> Path:
+    given = os.environ.get("LLAMA_MODEL")
+    if given:
+        return Path(given)
+    vocab = Path(os.environ.get("LLAMA_VOCAB") or binary.resolve().parents[2] / "models" / "ggml-vocab-qwen2.gguf")
+    import llama_tiny
+
+    out = folder / "tiny.gguf"
+    llama_tiny.write_model(vocab, out)
+    return out
+
+
+def run_llama_server(binary: Path, turns: int) -> tuple[list[int], list[int], list[int]]:
+    """(prompt tokens, cached tokens) per request as the server's usage reports them, and the
+    tokens its log says it evaluated for each prompt."""
+    import urllib.request
+
+    from llmrepl.context.builder import Context
+    from llmrepl.engine.protocols import AutoApprove, NullDisplay
+    from llmrepl.engine.session import Session
+    from llmrepl.execution.executor import Executor
+    from llmrepl.model.client import OpenAIModel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = _tiny_model(binary, Path(tmp))
+        port = _free_port()
+        log_path = Path(tmp) / "server.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([str(binary), "-m", str(model_path), "--host", "127.0.0.1", "--port", str(port),
+                                     "-c", str(WINDOW), "-np", "1", "--jinja", "-t", "2"],
+                                    stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while True:  # /health answers 200 once the model is loaded
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    sys.exit("llama-server did not start:\n" + log_path.read_text(errors="replace")[-2000:])
+                time.sleep(0.2)
+            model = OpenAIModel("tiny", base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0,
+                                max_output_tokens=8, temperature=0.0)
+            session = Session(model, Executor(), display=NullDisplay(),
+                              context=Context(context_window=WINDOW, reserve=RESERVE))
+            prompts: list[int] = []
+            cached: list[int] = []
+            for i in range(turns):
+                session.run_direct(f"table_{i} = {{'row': {i}, 'values': list(range({i % 7 + 3}))}}\n"
+                                   f"for k in range(12):\n    print('turn {i} line', k, 'x' * 60)")
+                before = (session.usage["prompt_tokens"], session.usage["cached_tokens"])
+                session.step(f"Question {i}: what does table_{i} hold? " + "Some context for the question. " * 8,
+                             AutoApprove())
+                prompts.append(session.usage["prompt_tokens"] - before[0])
+                cached.append(session.usage["cached_tokens"] - before[1])
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        evaluated = [int(m) for m in re.findall(r"prompt eval time =.*?/\s*(\d+) tokens", log_path.read_text(errors="replace"))]
+    return prompts, cached, evaluated
+
+
+def llama_rows(binary: Path, quick: bool) -> list[dict[str, Any]]:
+    turns = 6 if quick else 60
+    prompts, cached, evaluated = run_llama_server(binary, turns)
+    share = sum(cached) / max(sum(prompts), 1)
+    n = len(evaluated)
+    m10, m60 = statistics.median(evaluated[: min(10, n)]), statistics.median(evaluated[-10:])
+    ratio = m60 / max(m10, 1)
+    print(f"   llama-server {binary}: {len(prompts)} requests; prompt tokens {sum(prompts):,}, "
+          f"cached {sum(cached):,} ({share:.1%})")
+    print("   evaluated per request (its log): " + " ".join(str(x) for x in evaluated))
+    return [
+        C.row("llama-server: prompt tokens served from its cache", median=f"{share:.1%}",
+              target=f">= {TARGET_SHARE:.0%}", ok=share >= TARGET_SHARE,
+              note=f"{sum(cached):,} of {sum(prompts):,}; tiny random model, -c {WINDOW}"),
+        C.row("llama-server: tokens evaluated per request, last 10 / first 10 (medians)", median=f"{ratio:.2f}x",
+              target=f"<= {TARGET_RATIO}x", ok=ratio <= TARGET_RATIO,
+              note=f"{m60:,.0f} vs {m10:,.0f} (its log's prompt eval counts)"),
+    ]
+
+
 def main() -> int:
     quick = C.quick_flag(_argv)
     C.header("prompt caching: a 60-request session at an 8,192 window (fake server, OpenAI's rule)", quick)
@@ -106,6 +211,9 @@ def main() -> int:
         C.row("ceiling: the same session never cut (100,000 window)", median=f"{ceiling:.1%}",
               ok=None, note="what only the new part of each request leaves uncached"),
     ]
+    binary = os.environ.get("LLAMA_SERVER")
+    if binary:
+        rows += llama_rows(Path(binary), quick)
     return C.finish(rows, quick)
 
 

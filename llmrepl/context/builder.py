@@ -45,7 +45,7 @@ __all__ = ["Context", "STATE_PREFIX", "LOW_WATER", "without_state", "without_too
 # that is not first, and a note the model reads last is the one it treats as current.
 STATE_PREFIX = f"{NOTE_PREFIX}Session state now (written by llmrepl, it replaces any earlier one):"
 # When the history no longer fits, it is cut down to this share of the budget in one step.
-LOW_WATER = 0.6
+LOW_WATER = 0.5
 
 
 class Context:
