@@ -59,6 +59,7 @@ class ModelSetup:
         self.message: tuple[str, str] | None = None
         self._lock = threading.Lock()
         self._listener: Callable[[str, str], None] | None = None
+        self._posted: list[tuple[str, str]] = []  # other background news (the kernel's start), for listen
         self.configured = bool(api_key or base_url)
         if base_url:  # ask the configured server for its models and window (probe.describe_server)
             threading.Thread(target=self._ask, args=(base_url,), name="llmrepl-ask", daemon=True).start()
@@ -128,8 +129,21 @@ class ModelSetup:
         with self._lock:
             self._listener = listener
             msg = self.message
+            posted, self._posted = self._posted, []
         if msg is not None:
             listener(*msg)
+        for item in posted:
+            listener(*item)
+
+    def post(self, text: str, level: str = "info") -> None:
+        """News from another background job (a kernel that is ready): to the listener, now
+        or when one listens."""
+        with self._lock:
+            listener = self._listener
+            if listener is None:
+                self._posted.append((text, level))
+        if listener is not None:
+            listener(text, level)
 
     def wait(self, timeout: float = 3.0) -> None:
         self.done.wait(timeout)
@@ -210,10 +224,11 @@ def load_stored(state: Path, ref: str) -> StoredSession:
     return load_session(find_session(state, ref).path)
 
 
-def export_session(state: Path, path: str, ref: str, *, replace: bool = False) -> tuple[str, str | None]:
+def export_session(state: Path, path: str, ref: str, *, replace: bool = False,
+                   keep_failed: bool = False) -> tuple[str, str | None]:
     """Write a stored session (the last one for ``""``) to ``path``: what was written, and a
     warning naming the journal lines skipped (or None). An existing ``path`` is replaced only
-    with ``replace``.
+    with ``replace``; ``keep_failed`` keeps failed cells whole (``--keep-failed``).
 
     Raises LLMReplError for an unknown or unreadable session or an existing ``path``, and
     OSError when ``path`` cannot be written."""
@@ -222,7 +237,8 @@ def export_session(state: Path, path: str, ref: str, *, replace: bool = False) -
     from llmrepl.store.export import write_export
 
     stored = load_stored(state, ref)
-    return write_export(stored, Path(path), replace=replace), stored.info.skipped_warning()  # expands ~ itself
+    return (write_export(stored, Path(path), replace=replace, keep_failed=keep_failed),  # expands ~ itself
+            stored.info.skipped_warning())
 
 
 def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: bool, command: str | None,
@@ -262,6 +278,8 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
                "first and resume again; nothing was changed")
         return 2
     redactor = Redactor.for_model(api_key, config.model.base_url)  # the key and the base URL's credentials
+    if config.exec.kernel:  # a Jupyter Server URL's token is a secret too
+        redactor = Redactor(*redactor.secrets, *_kernel_secrets(config.exec.kernel, env))
     journal.redact(*redactor.secrets)
     model = OpenAIModel(
         config.model.name,
@@ -285,15 +303,30 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
         ask = TerminalQuery(terminal.stdin.fileno(), out.fileno()) if terminal.stdin is not None else None
         display.images = choose_protocol(env, config.repl.inline_images, query=ask)
     sink = _Sink(display, redactor)
-    executor = Executor(
-        sink=sink,
-        timeout=config.exec.timeout,
-        figure_dir=state / "sessions" / sid,
-        # kept whole up to 1M characters per stream (in _out[N] and the journal); beyond
-        # that a head and a tail are kept and the rest counted, so 1 GB printed stays cheap
-        max_capture_chars=1_000_000,
-        terminal=terminal,
-    )
+    executor: Any
+    if config.exec.kernel or config.exec.sandbox:  # cells run in a Jupyter kernel, started in the background
+        from llmrepl.execution.kernel import KernelExecutor, connector
+
+        if config.exec.sandbox:  # inside bubblewrap (never in-process); the API key's variable is not passed in
+            from llmrepl.execution.sandbox import sandboxed
+
+            connect = sandboxed(config.exec.kernel or "python3", hide=(config.model.api_key_env,))
+        else:
+            connect = connector(config.exec.kernel)
+        executor = KernelExecutor(connect, sink=sink, timeout=config.exec.timeout,
+                                  figure_dir=state / "sessions" / sid, max_capture_chars=1_000_000,
+                                  terminal=terminal)
+        executor.start()
+    else:
+        executor = Executor(
+            sink=sink,
+            timeout=config.exec.timeout,
+            figure_dir=state / "sessions" / sid,
+            # kept whole up to 1M characters per stream (in _out[N] and the journal); beyond
+            # that a head and a tail are kept and the rest counted, so 1 GB printed stays cheap
+            max_capture_chars=1_000_000,
+            terminal=terminal,
+        )
     if out.isatty():  # tables on screen fit the terminal; the model's copy never depends on it
         try:
             executor.display_width = os.get_terminal_size(out.fileno()).columns
@@ -351,7 +384,9 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
     setup = ModelSetup(model, api_key=api_key, base_url=config.model.base_url, explicit_model=explicit,
                        config_path=str(config.path or default_config_path(env)), on_server=server_found,
                        find_local=config.model.find_local, probe_ports=config.model.probe_ports)
-    if config.repl.snapshots:
+    if config.exec.kernel:  # its values live in the kernel: /undo, resume and restarts replay cells
+        executor.listen(setup.post if interactive else lambda text, level: display.notice(text, level))
+    elif config.repl.snapshots:
         from llmrepl.store.snapshots import SnapshotStore
 
         session.enable_snapshots(SnapshotStore(state / "sessions" / sid / "snapshots"))
@@ -385,6 +420,8 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
             resume(session, stored, display, confirm=startup.resume_confirm(interactive, yes, display=display))
         if interactive:
             status = startup.run_interactive(session, display, setup, config, state)
+            if journal.healthy and (journal.substantive or stored is not None):  # something to come back to
+                display.notice(f"this session is saved: `llmrepl --resume {sid}` continues it")
         else:
             reviewer = AutoApprove() if yes else NoRun()
             status = startup.run_batch(session, display, setup, reviewer,
@@ -392,12 +429,48 @@ def run(config: Config, state: Path, env: Mapping[str, str], *, interactive: boo
         lingering = wait_for_threads(2.0)  # Python's own exit would wait for them forever
     finally:
         executor.capture_fds(False)  # the real fds 1/2 back; what was on its way is late output
-        journal.close()
+        if config.exec.kernel:
+            executor.shutdown()  # a kernel llmrepl started ends with it (an attached one does not)
+        if stored is not None:
+            journal.close()
+        elif journal.discard_if_empty():  # no message and no cell: nothing to resume
+            _remove_unused(state / "sessions" / sid)
     if lingering:
         names = ", ".join(name[:40] for name in lingering[:5]) + (", ..." if len(lingering) > 5 else "")
         display.notice(f"exiting without waiting for threads a cell left running: {names}", "warning")
         exit_now(status, terminal)
     return status
+
+
+def _remove_unused(folder: Path) -> None:
+    """The folder of a session that recorded nothing worth resuming: its empty crash log and
+    its first snapshot go, then the folder if nothing else is in it (never through a link)."""
+    import shutil
+
+    try:
+        crash = folder / "crash.log"
+        if crash.is_file() and not crash.is_symlink() and crash.stat().st_size == 0:
+            crash.unlink()
+        snapshots = folder / "snapshots"
+        if snapshots.is_dir() and not snapshots.is_symlink():
+            shutil.rmtree(snapshots)
+        folder.rmdir()  # only when empty: anything else found there stays
+    except OSError:
+        pass
+
+
+def _kernel_secrets(spec: str, env: Mapping[str, str]) -> list[str]:
+    """The token (and any user:password) of a Jupyter Server URL given to --kernel, and
+    ``JUPYTER_TOKEN``, which such a URL without a token uses."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from llmrepl.redact import url_secrets
+
+    if not spec.startswith(("http://", "https://")):
+        return []
+    query = parse_qs(urlsplit(spec).query)
+    token = env.get("JUPYTER_TOKEN")
+    return [*url_secrets(spec), *query.get("token", []), *([token] if token else [])]
 
 
 _crash_log: int | None = None  # the fd faulthandler writes to, open for the life of the process

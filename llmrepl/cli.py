@@ -55,9 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", nargs="+", metavar=("PATH", "ID"),
                    help="write a stored session (the last, or ID) as .py, .ipynb or .md, without opening the REPL")
     p.add_argument("--force", action="store_true", help="with --export: replace PATH if it exists")
+    p.add_argument("--keep-failed", action="store_true",
+                   help="with --export: keep failed cells whole (a notebook tags them raises-exception)")
     p.add_argument("--max-steps", type=_positive_int, metavar="N", help="model calls allowed per message (default 6)")
     p.add_argument("--timeout", type=_non_negative_float, metavar="S", help="time limit for one code cell, 0 = none")
     p.add_argument("--no-stream", action="store_true", help="wait for whole answers instead of streaming")
+    p.add_argument("--kernel", nargs="?", const="python3", metavar="SPEC",
+                   help="run cells in a Jupyter kernel: a kernelspec name (default python3), a "
+                   "connection file (kernel-*.json) or a Jupyter Server URL with ?token=")
+    p.add_argument("--sandbox", action="store_true",
+                   help="start the kernel inside bubblewrap: no network, writes only in this folder "
+                   "(implies --kernel python3)")
     p.add_argument("--version", action="store_true",
                    help="show llmrepl's version and Python's, openai's and prompt_toolkit's, then exit")
     return p
@@ -138,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     from llmrepl.terminal.startup import report
 
     if args.export is not None:
-        return _export(args.export, state_dir(env), args.force)
+        return _export(args.export, state_dir(env), args.force, args.keep_failed)
+    if args.keep_failed:
+        report("--keep-failed goes with --export (in the REPL: /export PATH --keep-failed)")
+        return 2
     if args.force:
         report("--force goes with --export (in the REPL: /export PATH --force)")
         return 2
@@ -148,12 +159,24 @@ def main(argv: list[str] | None = None) -> int:
         "repl.max_steps": args.max_steps,
         "repl.stream": False if args.no_stream else None,
         "exec.timeout": args.timeout,
+        "exec.kernel": args.kernel,
+        "exec.sandbox": True if args.sandbox else None,
     }
     try:
         config = load_config(args.config, env=env, overrides=overrides)
     except ConfigError as e:
         report(str(e))
         return 2
+    if config.exec.sandbox:
+        problem, config = _sandboxed(config)
+        if problem:
+            report(problem)
+            return 2
+    if config.exec.kernel:
+        problem = _kernel_problem(config.exec.kernel)
+        if problem:
+            report(problem)
+            return 2
     for warning in config_warnings(config):
         report(warning)
     interactive = args.command is None and sys.stdin.isatty()
@@ -163,9 +186,43 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _export(spec: list[str], state: Path, force: bool) -> int:
-    """``--export PATH [ID] [--force]``: what was written on stdout and 0, or one line on
-    stderr and 2 (an existing PATH without --force too: nothing is replaced unasked)."""
+def _kernel_problem(spec: str) -> str:
+    """Why ``--kernel SPEC`` cannot work, found before the prompt (a kernelspec that is not
+    installed, jupyter_client missing); "" when it may."""
+    from llmrepl.execution.kernel_local import check_kernel_name
+    from llmrepl.execution.kernel_seam import KernelUnavailable
+
+    try:
+        check_kernel_name(spec)
+    except KernelUnavailable as e:
+        return str(e)
+    return ""
+
+
+def _sandboxed(config: Config) -> tuple[str, Config]:
+    """``--sandbox`` (``exec.sandbox``): a local kernel (``python3`` unless one is named) and
+    bubblewrap on PATH, or one line saying why not."""
+    import dataclasses
+    from pathlib import Path
+
+    from llmrepl.execution.kernel_seam import KernelUnavailable
+    from llmrepl.execution.sandbox import NO_BWRAP, check_sandbox_spec, check_workdir, find_bwrap
+
+    try:
+        check_sandbox_spec(config.exec.kernel)
+        check_workdir(Path.cwd(), os.environ.get("HOME"))
+    except KernelUnavailable as e:
+        return str(e), config
+    if find_bwrap() is None:
+        return NO_BWRAP, config
+    if not config.exec.kernel:
+        config = dataclasses.replace(config, exec=dataclasses.replace(config.exec, kernel="python3"))
+    return "", config
+
+
+def _export(spec: list[str], state: Path, force: bool, keep_failed: bool = False) -> int:
+    """``--export PATH [ID] [--force] [--keep-failed]``: what was written on stdout and 0, or
+    one line on stderr and 2 (an existing PATH without --force too: nothing is replaced unasked)."""
     from llmrepl.app import export_session
     from llmrepl.errors import LLMReplError
     from llmrepl.terminal.startup import report
@@ -174,7 +231,8 @@ def _export(spec: list[str], state: Path, force: bool) -> int:
         report("--export takes PATH and optionally a session ID")
         return 2
     try:
-        message, warning = export_session(state, spec[0], spec[1] if len(spec) > 1 else "", replace=force)
+        message, warning = export_session(state, spec[0], spec[1] if len(spec) > 1 else "", replace=force,
+                                          keep_failed=keep_failed)
     except LLMReplError as e:
         report(str(e))
         return 2

@@ -85,6 +85,12 @@ class ExecConfig:
 
     timeout: float = 0  # seconds per cell, 0 = none
     max_output_chars: int = 8000  # what one cell may feed back to the model
+    # run cells in a Jupyter kernel: "" = in-process (default); a kernelspec name ("python3"),
+    # a connection file (kernel-*.json), or a Jupyter Server URL with ?token=...
+    kernel: str = ""
+    # start the local kernel inside bubblewrap: no network, writes only in the working folder
+    # (flag --sandbox; implies kernel = "python3" when kernel is empty)
+    sandbox: bool = False
 
 
 @dataclass(frozen=True)
@@ -257,7 +263,9 @@ def _coerce_flag(key: str, value: object) -> object:
 
 def _path_from(env: Mapping[str, str], name: str) -> Path | None:
     value = env.get(name, "")
-    return Path(os.path.expanduser(value)) if value else None  # os.path's never raises on ~nosuchuser
+    # os.path's expanduser never raises on ~nosuchuser; absolute, so a cell's %cd or os.chdir
+    # does not move the state folder (the journal's figures, snapshots, history) with it
+    return Path(os.path.abspath(os.path.expanduser(value))) if value else None
 
 
 def _home(env: Mapping[str, str]) -> Path:

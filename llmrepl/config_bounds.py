@@ -49,7 +49,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 # none may hold: C0, DEL and C1 controls, zero-width and bidi marks, which would otherwise reach
 # the terminal, a request line or a header. The pattern is compiled on first use.
 _MAX_CHARS = {"model.name": 1000, "model.base_url": 2048, "model.api_key_env": 256,
-              "model.api_key": 16_384, "model.encoding": 100, "model.probe_ports": 200}
+              "model.api_key": 16_384, "model.encoding": 100, "model.probe_ports": 200,
+              "exec.kernel": 4096}
 _CONTROL = r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]"
 _NON_EMPTY = {"model.name", "model.api_key_env", "model.encoding", "model.api_key"}
 _SECRET = {"model.api_key"}

@@ -49,7 +49,8 @@ def test_history_undo_reset():
     assert "you: hi" in hist and "model: hello there" in hist
     s.step("make a var", ScriptedReviewer(["run"]))
     undo = dispatch("/undo", s)
-    assert "variables were kept (repl.snapshots is off)" in undo.text and "kept_var" in s.executor.namespace
+    assert "forgot the last exchange (4 messages); 1 cell had run in it; rewound" in undo.text
+    assert "kept_var" not in s.executor.namespace
     assert "no code had run" in dispatch("/undo", s).text
     assert dispatch("/history", s).text == "the conversation is empty"
     assert dispatch("/undo", s).text == "nothing to undo"

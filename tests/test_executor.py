@@ -938,3 +938,15 @@ def test_figure_folders_made_private_after_the_state_folder_was_deleted(tmp_path
     FigureLog(folder).next_path()
     for path in (tmp_path / "state", folder.parent, folder):
         assert path.stat().st_mode & 0o777 == 0o700, path
+
+
+def test_a_tracebacks_carets_sit_under_the_failing_code_on_a_cells_last_line():
+    """Python 3.11+ underlines the failing expression; the cell's last line (no newline of its
+    own) must not shift the marks one column right."""
+    import sys
+
+    result = Executor().run('y = {}\ny["k"]')
+    lines = result.error.splitlines()
+    at = lines.index('    y["k"]')
+    if sys.version_info >= (3, 11):
+        assert lines[at + 1] == "    ~^^^^^", lines

@@ -15,6 +15,7 @@ from test_sessions import FIX_EDITED, build_session, cell, exchange, msg, write_
 
 from llmrepl.errors import LLMReplError
 from llmrepl.store.export import export_ipynb, export_py, transcript_markdown, write_export
+from llmrepl.store.replay import plan_replay
 from llmrepl.store.transcript import load_session
 
 
@@ -69,9 +70,8 @@ def test_transcript_notes_declines_and_leaves_out_internal_feedback(stored):
     md = transcript_markdown(stored)
     assert "_Cell not run (the user declined)._" in md
     assert "[llmrepl]" not in md and "llmrepl ran cell" not in md and "Code that ran:" not in md
-    # the undone exchange is gone, but its cell (whose variables were kept) is marked
-    assert "take a wrong turn" not in md
-    assert "### Cell 6 · its exchange was undone, its variables kept" in md
+    # the undone exchange is gone, and its cell with it: /undo rewound its variables
+    assert "take a wrong turn" not in md and "### Cell 6" not in md
     assert "_Not shown: 1 undone exchange;" in md
 
 
@@ -117,8 +117,13 @@ def test_py_has_the_executed_cells_in_order(stored):
     assert "# cell 4 (edited by you)\n" + FIX_EDITED in py   # edited: as it ran
     assert 'print(f"mean {mean}")' not in py                  # not as proposed
     assert "# cell 5 (/py)\nprint('direct', total)" in py
-    assert "# cell 7: failed with SyntaxError and never ran; left out:\n# print('unclosed'" in py
-    order = [py.index(f"# cell {n}") for n in range(1, 8)]
+    assert "# cell 7: left out: SyntaxError\n# print('unclosed'" in py
+    # the failed cell: the statements that completed, the failing one only as a comment
+    why = next(p.reason for p in plan_replay(stored.cells).cells if p.cell == 3)
+    assert "ZeroDivisionError" in why
+    assert f'# cell 3: {why}; what completed runs here\nnote = """line one\n  line two"""\n' in py
+    assert 'print("total", total)\n# left out: the rest of cell 3, from where it stopped\n# total / 0\n' in py
+    order = [py.index(f"# cell {n}") for n in (1, 2, 3, 4, 5, 7)]
     assert order == sorted(order)
     assert "sum(data)\n# -> 6" in py                          # the trailing expression kept as run
     compile(py, "export.py", "exec")
@@ -126,39 +131,50 @@ def test_py_has_the_executed_cells_in_order(stored):
 
 def test_exported_py_reruns_with_the_same_output(stored, tmp_path):
     target = tmp_path / "analysis.py"
-    assert write_export(stored, target) == f"wrote 7 cells to {target}"
+    assert write_export(stored, target) == f"wrote 5 cells (cell 3 in part; cell 7 left out) to {target}"
     done = run_script(target)
     assert done.returncode == 0, done.stderr
     expected = "".join(
         "".join(line for line in c.stdout.splitlines(True) if not line.startswith("[figure saved:"))
         for c in stored.cells if c.error_type != "SyntaxError"
     )
-    assert done.stdout == expected
-    assert "line one\n  line two\n" in done.stdout  # a multi-line string inside try kept its text
-    assert "ZeroDivisionError: division by zero" in done.stderr  # the failing cell reports, then goes on
+    assert done.stdout == expected and done.stderr == ""
+    # --keep-failed: the failed cell whole inside try; it reports, then the script goes on
+    write_export(stored, target, keep_failed=True)
+    kept = run_script(target)
+    assert kept.returncode == 0 and kept.stdout == expected, kept.stderr
+    assert "line one\n  line two\n" in kept.stdout  # a multi-line string inside try kept its text
+    assert "ZeroDivisionError: division by zero" in kept.stderr
 
 
 def test_py_leaves_out_cells_that_never_finished(tmp_path):
     path = write_journal(tmp_path / "s.jsonl", [
         *exchange("a", 1, "from __future__ import annotations\nx: undefined_name = 1\nprint('x', x)", "x 1\n"),
         ("user", {"text": "b"}), msg("user", "b", True), msg("assistant", "..."),
-        *cell(2, "import time\nwhile True: time.sleep(1)", "", interrupted=True,
-              error="KeyboardInterrupt\n", error_type="KeyboardInterrupt"),
+        # a journal from before "done": how far it got is read from its traceback
+        *cell(2, "import time\nwhile True: time.sleep(1)", "", interrupted=True, error_type="KeyboardInterrupt",
+              error='Traceback (most recent call last):\n  File "<cell-2>", line 2, in <module>\nKeyboardInterrupt\n'),
         *cell(3, "import sys\nprint('bye')\nsys.exit(3)", "bye\n", error="SystemExit: 3\n",
-              error_type="SystemExit"),
-        *cell(4, "print('after', x)", "after 1\n"),
-        ("cell_start", {"cell": 5, "code": "while True: pass"}),
+              error_type="SystemExit", done=2),
+        *cell(4, "print('after', x, time.time() > 0, sys.platform == sys.platform)", "after 1 True True\n"),
+        *cell(5, "print('never')\nwhile True: pass", "never\n", interrupted=True, error_type="KeyboardInterrupt",
+              error="KeyboardInterrupt\n"),  # where it stopped is not known: none of it
+        ("cell_start", {"cell": 6, "code": "while True: pass"}),
     ])
     py = export_py(load_session(path))
-    assert "# cell 2: was interrupted (Ctrl-C) when it ran; left out, since it may not finish:" in py
-    assert "# cell 5: did not finish (the session ended while it ran); left out:\n# while True: pass" in py
+    why = {p.cell: p.reason for p in plan_replay(load_session(path).cells).cells}  # in the plan's words
+    assert "Ctrl-C" in why[2] and "exit()" in why[3] and "Ctrl-C" in why[5]
+    assert f"# cell 2: {why[2]}; what completed runs here\nimport time\n# left out: " in py
+    assert f"# cell 3: {why[3]}; what completed runs here\nimport sys\nprint('bye')\n# left out: " in py
+    assert f"# cell 5: left out: {why[5]}\n# print('never')" in py
+    assert "# cell 6: left out: the process died while it ran\n# while True: pass" in py
     assert py.count("from __future__ import annotations") == 1
     assert py.index("from __future__") < py.index("# cell 1")
     target = tmp_path / "s.py"
     target.write_text(py)
     done = run_script(target)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "x 1\nbye\nafter 1\n"
+    assert done.stdout == "x 1\nbye\nafter 1 True True\n"
 
 
 # -- .ipynb ------------------------------------------------------------------------------
@@ -168,7 +184,7 @@ def test_ipynb_is_valid_and_holds_outputs_and_figures(stored):
     nb = nbformat.reads(export_ipynb(stored), as_version=4)
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert [c.execution_count for c in code] == [1, 2, 3, 4, 5, 6, 7]
+    assert [c.execution_count for c in code] == [1, 2, 3, 4, 5]  # cell 6 undone; cell 7 a SyntaxError
     assert "del data" not in [c.source for c in code]
     assert code[3].source == FIX_EDITED and code[3].metadata["llmrepl"]["edited"] is True
     markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
@@ -184,11 +200,21 @@ def test_ipynb_is_valid_and_holds_outputs_and_figures(stored):
     png = base64.b64decode(plot.outputs[1].data["image/png"])
     assert png == Path(stored.figures[0]).read_bytes() and png.startswith(b"\x89PNG\r\n\x1a\n")
     assert plot.outputs[2].data["text/plain"] == "6" and plot.outputs[2].execution_count == 2
-    # the failing cell: what it printed, then the error
-    err = code[2].outputs[-1]
+    # the failing cell: what completed and what it printed; its error is in the Markdown after it
+    assert code[2].source.endswith('print("total", total)') and "total / 0" not in code[2].source
+    assert [o.output_type for o in code[2].outputs] == ["stream"]
+    assert "```python\ntotal / 0\n```\n\n```text\nTraceback" in markdown
+    assert "_Cell 7 left out: SyntaxError._\n\n```python\nprint('unclosed'\n```" in markdown
+    # --keep-failed: the failed cells whole, with their errors, tagged so that nbclient runs on
+    kept = [c for c in nbformat.reads(export_ipynb(stored, keep_failed=True), as_version=4).cells
+            if c.cell_type == "code"]
+    assert [c.execution_count for c in kept] == [1, 2, 3, 4, 5, 7]
+    err = kept[2].outputs[-1]
+    assert kept[2].metadata["tags"] == ["raises-exception"] and "total / 0" in kept[2].source
     assert err.output_type == "error" and err.ename == "ZeroDivisionError"
     assert err.evalue == "division by zero" and err.traceback[-1] == "ZeroDivisionError: division by zero"
-    assert code[6].outputs[0].ename == "SyntaxError"
+    assert kept[5].outputs[0].ename == "SyntaxError" and kept[5].metadata["tags"] == ["raises-exception"]
+    assert "tags" not in kept[1].metadata
 
 
 def test_ipynb_without_the_figure_file_is_still_valid(tmp_path):
@@ -227,8 +253,12 @@ def test_write_export_is_private_and_atomic(stored, tmp_path, name):
 
 def test_write_export_messages(stored, tmp_path):
     assert write_export(stored, tmp_path / "t.md") == (
-        f"wrote the transcript ({len(stored.messages)} messages, 7 cells) to {tmp_path / 't.md'}")
-    assert write_export(stored, tmp_path / "n.ipynb") == f"wrote 7 cells to {tmp_path / 'n.ipynb'}"
+        f"wrote the transcript ({len(stored.messages)} messages, 6 cells) to {tmp_path / 't.md'}")
+    assert write_export(stored, tmp_path / "n.ipynb") == (
+        f"wrote 5 cells (cell 3 in part; cell 7 left out) to {tmp_path / 'n.ipynb'}")
+    assert write_export(stored, tmp_path / "n.ipynb", keep_failed=True) == f"wrote 6 cells to {tmp_path / 'n.ipynb'}"
+    assert write_export(stored, tmp_path / "k.py", keep_failed=True) == (
+        f"wrote 5 cells (cell 7 left out) to {tmp_path / 'k.py'}")  # a SyntaxError cannot run in a script
 
 
 def test_write_export_refuses_unknown_formats(stored, tmp_path):

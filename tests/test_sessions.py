@@ -216,8 +216,8 @@ def test_replay_matches_the_live_session_messages(tmp_path):
 def test_cells_carry_how_they_ran(tmp_path):
     stored = load_session(build_session(tmp_path / "state"))
     cells = {c.cell: c for c in stored.cells}
-    # 1 load, 2 plot, 3 failing, 4 edited, 5 /py, 6 wrong turn (undone, variables kept), 7 SyntaxError
-    assert sorted(cells) == [1, 2, 3, 4, 5, 6, 7]
+    # 1 load, 2 plot, 3 failing, 4 edited, 5 /py, (6 wrong turn: undone and rewound), 7 SyntaxError
+    assert sorted(cells) == [1, 2, 3, 4, 5, 7]
     assert cells[1].output == "loaded 3\n" and cells[1].source == "model" and not cells[1].edited
     assert cells[2].value == "6" and len(cells[2].figures) == 1 and Path(cells[2].figures[0]).is_file()
     assert cells[3].error_type == "ZeroDivisionError" and "total 6" in cells[3].output
@@ -236,7 +236,7 @@ def test_timeline_marks_declined_and_kept_cells(tmp_path):
     declined = next(e for e in stored.timeline if e.kind == "declined")
     assert declined.text == "del data"
     kept = [e.cell.cell for e in stored.timeline if e.kind == "cell" and e.kept]
-    assert kept == [6]
+    assert kept == []  # /undo rewinds (issue 14): only a journal from before then has kept cells
     # llmrepl's feedback messages duplicate the cells, so they are not in the timeline
     assert not any(e.kind == "note" for e in stored.timeline)
 
@@ -281,7 +281,7 @@ def test_torn_last_line_is_skipped_and_counted(tmp_path):
         f.write(b'{"t":1.0,"event":"cell_end","cell":9,"output":"half')
     stored = load_session(path)
     assert stored.bad_lines == 1 and stored.info.bad_lines == 1
-    assert len(stored.cells) == 7
+    assert len(stored.cells) == 6  # the 7 that ran, less the one /undo rewound
     [info] = list_sessions(tmp_path / "state")
     assert info.cells == 7 and info.bad_lines == 1
 

@@ -146,7 +146,9 @@ class Context:
             left_out = f" {dropped_note(dropped)[len(NOTE_PREFIX):]}" if dropped else ""
             return f"{STATE_PREFIX}{left_out}\nThe namespace now holds:\n{digest}", now
         new = [line for key, line in now.items() if known.get(key) != line]
-        gone = [k[2:] for k in known if k.startswith("- ") and k[2:].isidentifier() and k[2:] not in namespace]
+        # a key still in the digest is not gone ("- modules" is the line of all modules, not a name)
+        gone = [k[2:] for k in known
+                if k.startswith("- ") and k not in now and k[2:].isidentifier() and k[2:] not in namespace]
         told = {k: v for k, v in known.items() if k[2:] not in gone}
         told.update(now)
         if not new and not gone:

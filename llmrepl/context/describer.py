@@ -21,6 +21,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from llmrepl.execution.kernel_values import KernelValue
 from llmrepl.execution.namespace import (
     bounded_repr,
     module_dict,
@@ -207,6 +208,8 @@ class Describer:
             return f"{_type_label(t)} <could not describe: {type_name(type(exc))}>"
 
     def _describe(self, value: Any, t: type) -> str:
+        if t is KernelValue:  # a value in a Jupyter kernel, described there (--kernel)
+            return self.redact(value.description)
         plain = _plain(value, self.max_chars)
         if plain is not None:
             return plain

@@ -64,6 +64,7 @@ expression, or its traceback. Output you receive is capped at about {cap} charac
 - Figures: every figure open at the end of a cell is shown to the person, saved as a PNG and \
 closed (plt.show() or not); you receive a description of it (size, title, axis labels, what \
 was drawn).
+- These IPython magics work: %time, %timeit, %who, %whos, %pwd, %cd, %run, %pip, !cmd, obj?.
 
 How to answer:
 - Put code to run in one ```python fenced block (or call the run_python tool). Several \

@@ -13,6 +13,7 @@ from typing import Any
 from llmrepl.context.budget import NOTE_PREFIX
 from llmrepl.context.digest import describe
 from llmrepl.engine.session import Session
+from llmrepl.execution.kernel_values import type_label
 from llmrepl.redact import safe_url
 
 __all__ = ["Command", "CommandResult", "command", "dispatch", "commands", "is_command"]
@@ -86,7 +87,9 @@ def _help(session: Session, arg: str) -> str:
         "Keys: Enter sends · Alt-Enter or Esc Enter adds a line · Ctrl-R searches history · "
         "Ctrl-C stops the answer or the running code · Ctrl-D exits"
     )
-    return "\n".join(["Commands:", *lines, keys])
+    prompt = ("Python and English share the prompt: it reads ` py>` while Enter would run what you "
+              "typed as Python, `llm>` while Enter asks the model (/py and /ask force either way)")
+    return "\n".join(["Commands:", *lines, keys, prompt])
 
 
 @command("exit", "leave llmrepl (Ctrl-D too)")
@@ -102,16 +105,39 @@ def _py(session: Session, arg: str) -> CommandResult | None:
     return None
 
 
+@command("ask", "send TEXT to the model even when it looks like Python", "/ask TEXT")
+def _ask(session: Session, arg: str) -> CommandResult:
+    # the front ends send "/ask TEXT" to the model themselves (engine/classify.py): a command
+    # has no reviewer to run the model's code with, so only a bare /ask gets here
+    return CommandResult("usage: /ask TEXT   (for example: /ask df — asks the model about df "
+                         "instead of showing it)", level="error")
+
+
 @command("vars", "your variables: name, type, short value or shape")
 def _vars(session: Session, arg: str) -> str:
     names = session.executor.user_variables()
     if not names:
         return "no variables yet"
     width = min(max(len(n) for n in names), 24)
-    types = {n: type.__dict__["__name__"].__get__(type(v)) for n, v in names.items()}  # no user __getattr__
+    types = {n: type_label(v) for n, v in names.items()}  # no user __getattr__; a kernel's value: its type
     twidth = min(max(len(t) for t in types.values()), 16)
     red = session.redactor.redact
     return "\n".join(f"  {n.ljust(width)}  {types[n].ljust(twidth)}  {describe(v, redact=red)}" for n, v in names.items())
+
+
+@command("restart", "with --kernel: a fresh kernel, and this session's cells re-run in it")
+def _restart(session: Session, arg: str) -> CommandResult:
+    if not hasattr(session.executor, "needs_restart"):
+        return CommandResult("/restart is for --kernel: here cells run inside llmrepl (/reset empties the namespace)",
+                             level="error")
+    from llmrepl.engine.kernel_restart import restart_and_replay
+
+    try:
+        text = restart_and_replay(session)
+    except Exception as exc:  # KernelUnavailable, or a library error: said, never a traceback
+        return CommandResult(f"the kernel could not restart: {exc}", level="error")
+    session.note(f"The user restarted the Jupyter kernel: {text}.")
+    return CommandResult(text)
 
 
 @command("history", "the conversation so far, compact")
@@ -137,18 +163,21 @@ def _summarise(message: dict[str, Any], width: int = 100) -> str:
     return f"  {label:>7}: {first}"
 
 
-@command("undo", "forget the last exchange (and rewind its variables when repl.snapshots is on)")
+@command("undo", "forget the last exchange and rewind the variables its code made")
 def _undo(session: Session, arg: str) -> CommandResult:
     result = session.undo()
     if not result.removed:
         return CommandResult("nothing to undo")
-    text = f"forgot the last exchange ({result.removed} messages)"
+    text = f"forgot the last exchange ({_plural(result.removed, 'message')})"
     if result.cells == 0:
         return CommandResult(text + "; no code had run in it")
-    level = "info" if result.rewound or result.rewound is None and session.snapshots is None else "warning"
-    if result.rewound is False:
-        level = "warning"
-    return CommandResult(f"{text}; {result.summary}", level=level)
+    ran = f"{_plural(result.cells, 'cell')} had run in it"
+    return CommandResult(f"{text}; {ran}; rewound: {result.summary}",
+                         level="info" if result.rewound else "warning")
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 @command("reset", "new conversation and a fresh namespace")
@@ -204,24 +233,34 @@ def _save(session: Session, arg: str) -> CommandResult:
     return _write(session, path, force)
 
 
-@command("export", "write the executed cells as .py or .ipynb (by the suffix); --force replaces a file",
-         "/export PATH [--force]")
+@command("export", "write the cells as a .py or .ipynb that runs top to bottom (by the suffix); "
+         "--keep-failed keeps failed cells whole; --force replaces a file",
+         "/export PATH [--keep-failed] [--force]")
 def _export(session: Session, arg: str) -> CommandResult:
+    arg, keep = _flag(arg, "--keep-failed")
     arg, force = _force(arg)
+    if not keep:  # either order
+        arg, keep = _flag(arg, "--keep-failed")
     if not arg:
-        return CommandResult("usage: /export PATH [--force]   (PATH ending in .py or .ipynb)", level="error")
-    return _write(session, arg, force)
+        return CommandResult("usage: /export PATH [--keep-failed] [--force]   (PATH ending in .py or .ipynb)",
+                             level="error")
+    return _write(session, arg, force, keep_failed=keep)
 
 
 def _force(arg: str) -> tuple[str, bool]:
     """``PATH --force`` (or ``--force PATH``): the path, and whether to replace an existing file."""
-    for rest in (arg.removesuffix(" --force"), arg.removeprefix("--force ")):
+    return _flag(arg, "--force")
+
+
+def _flag(arg: str, flag: str) -> tuple[str, bool]:
+    """``PATH FLAG`` (or ``FLAG PATH``): the rest, and whether ``flag`` was there."""
+    for rest in (arg.removesuffix(" " + flag), arg.removeprefix(flag + " ")):
         if rest != arg:
             return rest.strip(), True
-    return ("", True) if arg == "--force" else (arg, False)
+    return ("", True) if arg == flag else (arg, False)
 
 
-def _write(session: Session, target: str, force: bool) -> CommandResult:
+def _write(session: Session, target: str, force: bool, *, keep_failed: bool = False) -> CommandResult:
     from pathlib import Path
 
     from llmrepl.errors import LLMReplError
@@ -234,13 +273,13 @@ def _write(session: Session, target: str, force: bool) -> CommandResult:
     try:
         stored = load_session(path)
         try:
-            done = write_export(stored, Path(target), replace=force)  # write_export expands ~
+            done = write_export(stored, Path(target), replace=force, keep_failed=keep_failed)  # it expands ~
         except ExportExists as e:
             # an existing file is replaced only when asked: the front end's yes/no question when
             # it has one (interactive), else refused (batch), unless --force was given
             if session.ask is None or not session.ask(f"{e.path} exists: replace it? [y/n] "):
                 return CommandResult(str(e), level="error")
-            done = write_export(stored, Path(target), replace=True)
+            done = write_export(stored, Path(target), replace=True, keep_failed=keep_failed)
     except LLMReplError as e:
         return CommandResult(str(e), level="error")
     except OSError as e:

@@ -3,9 +3,12 @@
 The namespace comes back from the newest snapshot (``repl.snapshots``) or by re-running the
 session's cells after one confirmation. Every cell that would run is shown first (as the
 gate shows a cell: highlighted, sanitized, never cut without saying so) and the question
-gets the whole listing, so a front end can page through it; a cell holding characters that
-show unlike what Python reads is not re-run, as the gate refuses one. Either way the model
-is told what was restored, so it never refers to variables that are not there.
+gets the whole listing, so a front end can page through it. What re-runs is the replay plan
+(``store.replay``): each cell's statements that completed, never the one that failed or
+those after a Ctrl-C; a cell holding characters that show unlike what Python reads is not
+re-run, as the gate refuses one. The plan, in words, comes before the question, with the
+later cells that use a name only a skipped part made. Either way the model is told what
+was restored and what was not, so it never refers to variables that are not there.
 """
 
 from __future__ import annotations
@@ -16,20 +19,17 @@ from typing import Any
 from llmrepl.context.budget import NOTE_PREFIX
 from llmrepl.engine.protocols import Display
 from llmrepl.engine.session import Session
-from llmrepl.execution.risk import describe_hidden, hidden_characters
+from llmrepl.execution.executor import ExecResult
+from llmrepl.store.replay import PlannedCell, ReplayPlan, highest_cell, plan_replay
 from llmrepl.store.transcript import StoredSession
 
 __all__ = ["resume", "replayable_cells"]
 
 
 def replayable_cells(stored: StoredSession) -> list[tuple[int, str]]:
-    """Cells to re-run, in order: those that finished, without a SyntaxError, timeout or Ctrl-C
-    (a cell that was still running when the process died is never re-run)."""
-    return [
-        (c.cell, c.code)
-        for c in stored.cells
-        if c.completed and not c.interrupted and not c.timed_out and c.error_type != "SyntaxError"
-    ]
+    """What a replay runs, in order: each cell that ran to the end, and what completed of one
+    that failed, was interrupted or hit the time limit (``store.replay.plan_replay``)."""
+    return plan_replay(stored.cells).to_run()
 
 
 def resume(session: Session, stored: StoredSession, display: Display, *,
@@ -37,7 +37,8 @@ def resume(session: Session, stored: StoredSession, display: Display, *,
     """Rebuild ``session`` from ``stored``; ``confirm(question, listing)`` asks before re-running
     cells, once they have been shown; ``listing`` is all of their code, for a pager."""
     info = stored.info
-    session.restore_conversation(stored.messages, stored.exchanges)
+    session.restore_conversation(stored.messages, stored.exchanges,  # cells: so /undo can replay them
+                                 cells=stored.cells, exchange_cells=stored.exchange_cells)
     where = f"cell {info.crashed_in_cell}" if info.crashed_in_cell is not None else "this call"
     session.close_open_tool_calls(
         f"Not finished: the llmrepl process ended while {where} was running; its effects are lost.")
@@ -60,51 +61,72 @@ def resume(session: Session, stored: StoredSession, display: Display, *,
             display.notice(f"the stacks at the moment it died are in {crash_log}", "warning")
         session.note(f"The previous llmrepl process ended while cell {info.crashed_in_cell} was running "
                      "(it was killed or crashed): that cell did not finish, its effects are lost, and it was not re-run.")
-    session.executor.cell_count = max((c.cell for c in stored.cells), default=0)
+    # numbers never repeat: the next new cell comes after every cell the journal names
+    session.executor.cell_count = max(session.executor.cell_count, highest_cell(stored.records))
 
     if _from_snapshot(session, display):
         return
-    cells = _without_hidden(replayable_cells(stored), session, display)
+    plan = plan_replay(stored.cells)
+    cells = plan.to_run()
+    planned = {p.cell: p for p in plan.cells}
+    for n, code in cells:  # what will run, before the question (--yes: shown, then run)
+        part = "" if planned[n].action == "run" else " (only the statements that completed)"
+        display.tool_code(code, label=f"llmrepl: cell {n}, to re-run{part}")
+    for line in plan.describe():  # the plan in words, just above the question
+        display.notice(line, "info" if line.endswith("will be re-run") else "warning")
     if not cells:
         if stored.cells:
             session.note("This session was resumed in a new llmrepl process; none of its cells could be re-run, "
-                         "so the namespace is empty. Recreate what you need.")
+                         f"so the namespace is empty{_not_rerun(plan.skipped)}. Recreate what you need.")
         return
-    for n, code in cells:  # what will run, before the question (--yes: shown, then run)
-        display.tool_code(code, label=f"llmrepl: cell {n}, to re-run")
     listing = "\n".join(f"# --- cell {n} ---\n{code.rstrip(chr(10))}" for n, code in cells)
     if not confirm(f"Re-run the {len(cells)} cell(s) above to rebuild the namespace? [Y/n] ", listing):
         display.notice("namespace not restored: variables from the earlier session do not exist now", "warning")
         session.note("This session was resumed in a new llmrepl process and the namespace was NOT restored: "
                      "variables, imports and functions from earlier cells do not exist now. Recreate what you need.")
         return
-    results = session.replay(cells)
+    _report(session, display, plan, len(cells), session.replay(cells))
+
+
+def _not_rerun(skipped: list[PlannedCell]) -> str:
+    """`` (not re-run: cell 4, failed at its first statement (KeyError); ...)``."""
+    parts = [f"cell {p.cell}, {p.reason}" for p in skipped[:12]]
+    more = f"; and {len(skipped) - 12} more" if len(skipped) > 12 else ""
+    return f" (not re-run: {'; '.join(parts)}{more})" if parts else ""
+
+
+def _report(session: Session, display: Display, plan: ReplayPlan, planned: int, results: list[ExecResult]) -> None:
+    """After the replay: what happened, on the screen and in a note to the model."""
+    ran = {r.cell for r in results}
+    partly = [p for p in plan.partial if p.cell in ran]
     failed = [r for r in results if r.error]
-    if failed:
-        detail = ", ".join(f"cell {r.cell} ({r.error_type})" for r in failed[:6])
-        display.notice(f"re-ran {len(results)} cells; {len(failed)} failed now: {detail}", "warning")
-        session.note(f"This session was resumed in a new llmrepl process. The namespace was rebuilt by re-running "
-                     f"{len(results)} earlier cells, but {len(failed)} failed this time: {detail}. "
-                     "Variables those cells would have made may be missing.")
+    stopped = results[-1].cell if len(results) < planned and results else None  # Ctrl-C ended the replay
+    head = f"re-ran {len(results)} cells" + (f" ({len(partly)} of them up to where they stopped)" if partly else "")
+    if plan.skipped:
+        head += f"; {len(plan.skipped)} not re-run"
+    note = f"This session was resumed in a new llmrepl process. The namespace was rebuilt by re-running {len(results)} earlier cells"
+    detail = ", ".join(f"cell {r.cell} ({r.error_type})" for r in failed[:6])
+    if stopped is not None:
+        display.notice(f"{head}; you interrupted the replay at cell {stopped}: the {planned - len(results)} "
+                       "cells after it were not re-run", "warning")
+        note += (f", but the replay was interrupted at cell {stopped}: the cells after it were not re-run and "
+                 "what they made does not exist now.")
+    elif failed:
+        display.notice(f"{head}; {len(failed)} failed now: {detail}", "warning")
+        note += f", but {len(failed)} failed this time: {detail}. Variables those cells would have made may be missing."
     else:
-        display.notice(f"re-ran {len(results)} cells; the namespace is rebuilt")
-        session.note(f"This session was resumed in a new llmrepl process. The namespace was rebuilt by re-running "
-                     f"all {len(results)} earlier cells: the variables exist again.")
-
-
-def _without_hidden(cells: list[tuple[int, str]], session: Session, display: Display) -> list[tuple[int, str]]:
-    """Leave out cells whose code shows unlike what Python reads (``\\r``, bidi overrides, ...):
-    the gate refuses such code, so re-running it unseen is refused too, with the reason."""
-    kept: list[tuple[int, str]] = []
-    for n, code in cells:
-        found = hidden_characters(code)
-        if not found:
-            kept.append((n, code))
-            continue
-        reason = f"it holds characters that show unlike what Python reads ({describe_hidden(found)})"
-        display.notice(f"cell {n} will not be re-run: {reason}", "warning")
-        session.note(f"Cell {n} of the resumed session was not re-run: {reason}. What it made does not exist now.")
-    return kept
+        display.notice(f"{head}; the namespace is rebuilt")
+        note += ": what they made exists again."
+    for p in partly:
+        note += f" Cell {p.cell} was re-run only up to where it stopped the first time ({p.reason})."
+    if plan.skipped:
+        note += " Not re-run, so what they made does not exist now: " + "; ".join(
+            f"cell {p.cell} ({p.reason})" for p in plan.skipped[:12]) + ("; ..." if len(plan.skipped) > 12 else "") + "."
+    if plan.missing:
+        names = sorted({(name, src) for _, name, src in plan.missing})
+        note += (" These names were made only by code that was not re-run, so they do not exist now though a "
+                 "later cell used them: " + ", ".join(f"{name} (cell {src})" for name, src in names[:12]) + ".")
+    session.note(note)
 
 
 def _from_snapshot(session: Session, display: Display) -> bool:

@@ -21,6 +21,7 @@ from llmrepl.context.budget import NOTE_PREFIX as _NOTE
 from llmrepl.context.builder import Context, without_tools
 from llmrepl.context.prompts import format_result
 from llmrepl.engine.protocols import Display, NullDisplay, Reviewer
+from llmrepl.engine.rewind import Copy, Ran, keep_copy, record_of
 from llmrepl.engine.turn import TurnLoop, TurnResult, _busy
 from llmrepl.errors import LLMReplError
 from llmrepl.execution.executor import ExecResult, Executor
@@ -31,6 +32,7 @@ from llmrepl.store.records import display_record
 
 if TYPE_CHECKING:
     from llmrepl.store.snapshots import SnapshotStore
+    from llmrepl.store.transcript import CellRecord
 
 __all__ = ["Session", "TurnResult", "UndoResult"]
 
@@ -41,8 +43,9 @@ class UndoResult:
 
     removed: int                 # messages forgotten
     cells: int = 0               # cells that had run in the undone exchange
-    rewound: bool | None = None  # namespace rewound (None: nothing to rewind or snapshots off)
+    rewound: bool | None = None  # namespace rewound as planned (False: partly; None: no cell ran)
     summary: str = ""
+    how: str = ""                # "snapshot" or "replay" (rewind.py); "" when no cell ran
 
 
 class Session(TurnLoop):
@@ -80,6 +83,8 @@ class Session(TurnLoop):
         self.session_id: str | None = None
         self.exchange_cells: list[list[int | None]] = []  # [first, end) cell numbers of each exchange
         self.snapshots: SnapshotStore | None = None
+        self.cell_log: list[CellRecord | Ran] = []  # cells since the last /reset (a resumed run's too), for /undo
+        self.ns_copies: dict[int, Copy] = {}  # plain-data namespace copies by cell count, for /undo
         self._unsaved_names: set[str] = set()
         self.context = context or Context(max_output_chars=max_output_chars)
         self.context.redactor = self.redactor  # one redactor guards every request the session sends
@@ -128,6 +133,7 @@ class Session(TurnLoop):
         if self.exchange_cells and self.exchange_cells[-1][1] is None:
             self.exchange_cells[-1][1] = self.executor.cell_count  # the previous exchange's cells end here
         self.exchange_cells.append([self.executor.cell_count, None])
+        keep_copy(self)  # /undo of this exchange then re-runs nothing, when the namespace is plain data
 
     def close_open_tool_calls(self, reason: str) -> int:
         """Answer every tool call of the last assistant message that has no tool message yet
@@ -187,28 +193,26 @@ class Session(TurnLoop):
     # -- undo, reset, and the snapshots that let /undo rewind -----------------------------
 
     def undo(self) -> UndoResult:
-        """Forget the last exchange; with snapshots on, rewind the namespace to before it."""
+        """Forget the last exchange and rewind the namespace to before it (``rewind.py``: from
+        the snapshot when there is one, else by replaying what the earlier cells completed)."""
         if not self.exchanges:
             return UndoResult(0)
         start = self.exchanges.pop()
-        first, end = self.exchange_cells.pop() if self.exchange_cells else (0, 0)
-        first_cell = first or 0
-        last_cell = self.executor.cell_count if end is None else end
+        first = (self.exchange_cells.pop()[0] if self.exchange_cells else 0) or 0
         removed = len(self.messages) - start
         del self.messages[start:]
         result = UndoResult(removed)
-        if last_cell > first_cell:  # cells ran in the undone exchange
-            result.cells = last_cell - first_cell
-            if self.snapshots is None:
-                result.summary = "variables were kept (repl.snapshots is off)"
-            else:
-                report = self.snapshots.restore(self._snapshot_key(first_cell), self.executor.namespace)
-                report.label = f"before cell {first_cell + 1}"
-                result.rewound = report.error is None
-                result.summary = report.summary()
-                if result.rewound:
-                    self._snapshot(self._snapshot_key())  # the newest snapshot is the rewound namespace
-        self.journal.append("undo", removed=removed, rewound=result.rewound, note=result.summary)
+        undone = [c for c in self.cell_log if c.cell > first]
+        if undone:  # cells ran in the undone exchange
+            from llmrepl.engine.rewind import rewind
+
+            result.cells = len(undone)
+            done = rewind(self, first, undone)
+            self.cell_log = [c for c in self.cell_log if c.cell <= first]
+            result.rewound, result.how, result.summary = done.ok, done.how, done.summary
+            if self.snapshots is not None:
+                self._snapshot(self._snapshot_key())  # the newest snapshot is the rewound namespace
+        self.journal.append("undo", removed=removed, rewound=bool(undone) or None, note=result.summary)
         return result
 
     def reset(self) -> None:
@@ -216,6 +220,8 @@ class Session(TurnLoop):
         self.messages.clear()
         self.exchanges.clear()
         self.exchange_cells.clear()
+        self.cell_log.clear()
+        self.ns_copies.clear()
         self.executor.reset()
         if self.snapshots is not None:
             self._snapshot(self._snapshot_key())  # the empty namespace, under the current number
@@ -275,6 +281,7 @@ class Session(TurnLoop):
             result = self.executor.run(code)
         finally:
             _busy(self.display, None)
+        self.cell_log.append(record_of(result, code))
         late = False
         try:
             self._after_cell(result)
@@ -287,6 +294,10 @@ class Session(TurnLoop):
             # and stop the loop after this step
             self._stop_after_step = True
             self.display.notice("Ctrl-C after the cell finished: its result is kept; stopping here", "warning")
+        if getattr(self.executor, "needs_restart", False):  # --kernel: the kernel died, llmrepl did not
+            from llmrepl.engine.kernel_restart import after_kernel_death
+
+            after_kernel_death(self, result)
         return result
 
     def _hold_interrupts(self) -> None:
@@ -328,6 +339,7 @@ class Session(TurnLoop):
             figures=result.figures,
             output_chars=result.output_chars,
             repairs=result.repairs,
+            done=result.done,
             **self._display_fields(result),
         )
         self.display.cell_result(result)
@@ -341,7 +353,7 @@ class Session(TurnLoop):
         self.journal.append("py", code=code)
         result = self.run_cell(code)
         text = self._feedback(result, False)
-        self._add({"role": "user", "content": f"{_NOTE}The user ran code directly with /py.\n{text}",
+        self._add({"role": "user", "content": f"{_NOTE}The user ran code directly (typed at the prompt or with /py).\n{text}",
                    **self.context.images.refs(result)})
         return result
 
@@ -397,24 +409,49 @@ class Session(TurnLoop):
 
     # -- resuming a stored session --------------------------------------------------------
 
-    def restore_conversation(self, messages: list[dict[str, Any]], exchanges: list[int]) -> None:
-        """Continue a stored conversation: the next request carries these messages."""
+    def restore_conversation(self, messages: list[dict[str, Any]], exchanges: list[int], *,
+                             cells: list[CellRecord] | None = None, exchange_cells: list[int] | None = None) -> None:
+        """Continue a stored conversation: the next request carries these messages. ``cells``
+        (the stored cells) and ``exchange_cells`` (where in them each exchange's cells begin)
+        let /undo rewind an exchange of the earlier run, and replay the earlier run's cells."""
         self.messages = [dict(m) for m in messages]
         self.exchanges = list(exchanges)
-        self.exchange_cells = [[0, 0] for _ in exchanges]  # earlier runs' cells cannot be rewound by /undo
+        self.cell_log = []
+        self.cell_log.extend(cells or [])
+        starts = list(exchange_cells or [])
+        if len(starts) != len(exchanges):  # unknown: no earlier exchange has cells of its own
+            starts = [len(self.cell_log)] * len(exchanges)
+        # each exchange: [the last cell number before it, None]; /undo rewinds to after that cell
+        self.exchange_cells = [[self.cell_log[i - 1].cell if 0 < i <= len(self.cell_log) else 0, None]
+                               for i in starts]
 
     def replay(self, cells: list[tuple[int, str]]) -> list[ExecResult]:
-        """Re-run stored cells under their original numbers to rebuild the namespace."""
+        """Re-run stored cells (or the part of each that completed: ``store.replay``) under their
+        original numbers to rebuild the namespace. No figure file is written again, numbering
+        then continues after the highest number it had, and a Ctrl-C stops the replay there."""
         results = []
-        for number, code in cells:
-            self.executor.cell_count = number - 1
-            self.journal.append("cell_start", cell=number, code=code, replay=True)
-            result = self.executor.run(code)
-            self._flush_live_output()
-            self._scrub(result)
-            self.journal.append("cell_end", cell=result.cell, output=result.output, value=result.value_repr,
-                                error=result.error, error_type=result.error_type, replay=True)
-            results.append(result)
+        ex = self.executor
+        count, saving = ex.cell_count, ex.save_figures
+        ex.save_figures = False
+        self._release_interrupts()
+        self._hold_interrupts()  # a Ctrl-C between cells is counted, and ends the replay there
+        try:
+            for number, code in cells:
+                ex.cell_count = number - 1
+                self.journal.append("cell_start", cell=number, code=code, replay=True)
+                result = ex.run(code)
+                self._flush_live_output()
+                self._scrub(result)
+                self.journal.append("cell_end", cell=result.cell, output=result.output, value=result.value_repr,
+                                    error=result.error, error_type=result.error_type, done=result.done,
+                                    interrupted=result.interrupted, replay=True)
+                results.append(result)
+                if result.interrupted or (self._held is not None and self._held.count):
+                    break
+        finally:
+            self._release_interrupts()
+            ex.save_figures = saving
+            ex.cell_count = max(count, ex.cell_count)  # numbers never repeat
         self.context.observe(self.executor.namespace)
         if self.snapshots is not None and cells:
             self._snapshot(self._snapshot_key())

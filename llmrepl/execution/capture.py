@@ -397,8 +397,9 @@ class FigureLog:
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
         self._directory = os.fspath(directory) if directory is not None else None
-        self._next = 1
+        self._next = 0  # 0: not known yet; after the highest figure-NNN.png already there
         self.saved: list[str] = []
+        self.enabled = True  # False while a replay re-runs cells: their figures were saved once
 
     @property
     def directory(self) -> str:
@@ -410,6 +411,8 @@ class FigureLog:
         """A fresh ``figure-NNN.png`` path (creating the folder 0700); never overwrites a file."""
         directory = self.directory
         _private_dirs(directory)
+        if not self._next:  # a resumed session's folder: numbers never repeat, even past a gap
+            self._next = _highest_figure(directory) + 1
         while True:
             path = os.path.join(directory, f"figure-{self._next:03d}.png")
             self._next += 1
@@ -431,6 +434,17 @@ class FigureLog:
             f.write(png)
         self.saved.append(path)
         return path
+
+
+def _highest_figure(directory: str) -> int:
+    """The highest NNN of the ``figure-NNN.png`` files in ``directory`` (0: none)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    numbers = [int(n[7:-4]) for n in names
+               if n.startswith("figure-") and n.endswith(".png") and n[7:-4].isdigit() and len(n) < 40]
+    return max(numbers, default=0)
 
 
 def _private_dirs(directory: str) -> None:

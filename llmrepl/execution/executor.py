@@ -45,10 +45,13 @@ from llmrepl.execution.capture import (
 from llmrepl.execution.fdcapture import FdCapture
 from llmrepl.execution.guards import SignalGuard, TerminalStreams
 from llmrepl.execution.interpreter_state import InterpreterState
+from llmrepl.execution.magics import HELPER as _MAGIC_HELPER
+from llmrepl.execution.magics import has_magic, transform
 from llmrepl.execution.namespace import Quitter, is_user_name
 from llmrepl.execution.outputs import Display, DisplayData
 from llmrepl.execution.process import FORKED_INPUT, end_forked_child
 from llmrepl.execution.publisher import Publisher
+from llmrepl.execution.statements import done_at as _done_at
 
 __all__ = ["CellTimeout", "ExecResult", "Executor", "OutputSink"]
 
@@ -57,7 +60,7 @@ _MISSING = object()
 # Frames left out of a cell's traceback: a cell's exception passes through them.
 _HERE = os.path.dirname(__file__)
 _OWN_FILES = (__file__, _namespace_mod.__file__, _outputs_mod.__file__, _publisher_mod.__file__,
-              *(os.path.join(_HERE, f) for f in ("tables.py", "figures.py")))
+              *(os.path.join(_HERE, f) for f in ("tables.py", "figures.py", "magic_commands.py")))
 
 # Bound at import: the code that runs after a cell must not depend on anything the cell can rebind.
 _BaseException, _len, _type = BaseException, len, type
@@ -124,6 +127,7 @@ class ExecResult:
     repairs: list[str] = field(default_factory=list)
     displays: list[DisplayData] = field(default_factory=list)  # display items, in order, each with ``at``
     value_data: DisplayData | None = None  # the value's bundle; value_repr is its text
+    done: int | None = None  # top-level statements that completed (None: not known)
 
     @property
     def ok(self) -> bool:
@@ -174,6 +178,7 @@ class Executor:
         self._input_bound = self._input
         self._getpass_bound = self._getpass
         self._mpl_checked = False
+        self._magics: Any = None  # magic_commands.Magics, made for the first cell with a magic
         self._mpl_env_prev: str | None | object = _MISSING
         if "matplotlib" not in sys.modules and os.environ.get("MPLBACKEND") != MPL_BACKEND:
             self._mpl_env_prev = os.environ.get("MPLBACKEND")
@@ -198,6 +203,15 @@ class Executor:
     @display_width.setter
     def display_width(self, width: int | None) -> None:
         self._publisher.width = width
+
+    @property
+    def save_figures(self) -> bool:
+        """Whether images a cell shows are saved as figure files (off while a replay runs)."""
+        return self._figures.enabled
+
+    @save_figures.setter
+    def save_figures(self, on: bool) -> None:
+        self._figures.enabled = on
 
     @property
     def running(self) -> bool:
@@ -242,9 +256,12 @@ class Executor:
         n = self.cell_count
         result = ExecResult(n, source)
         filename = f"<cell-{n}>"
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        lines = source.splitlines(True)
+        if lines and not lines[-1].endswith("\n"):  # else 3.11+ puts a traceback's carets one column right
+            lines[-1] += "\n"
+        linecache.cache[filename] = (len(source), None, lines, filename)
         try:
-            body, expr = self._compile(source, filename)
+            body, expr, stmts = self._compile(self._python(source), filename)
         except BaseException as exc:  # SyntaxError, ValueError (NUL bytes), RecursionError, ...
             result.error_type = "SyntaxError" if isinstance(exc, ValueError) else type(exc).__name__
             if isinstance(exc, SyntaxError):
@@ -252,11 +269,12 @@ class Executor:
             else:
                 result.error = f"{result.error_type}: {safe_str(exc)}\n"
             result.interrupted = isinstance(exc, KeyboardInterrupt)
+            result.done = 0
         else:
             if not self._mpl_checked:
                 self._check_matplotlib()
             limit = self.timeout if timeout is None else timeout
-            self._execute(body, expr, result, limit or 0)
+            self._execute(body, expr, result, limit or 0, stmts)
             if _getpid() != pid:  # the cell forked, and this is the child: it ends here
                 end_forked_child(result, self._router, self.terminal)
             if self._mpl_env_prev is not _MISSING and "matplotlib" in _modules:
@@ -265,6 +283,21 @@ class Executor:
         return result
 
     # -- internals ----------------------------------------------------------------------
+
+    def _python(self, source: str) -> str:
+        """The cell as plain Python: magic lines (``%time``, ``!ls``, ``obj?``) become calls to
+        the hidden helper, line for line (``magics``); a cell without ``%``, ``!`` or ``?``
+        costs three substring tests. Raises MagicError for a magic llmrepl does not have."""
+        if not has_magic(source):
+            return source
+        code = transform(source)
+        if code is not source:
+            if self._magics is None:
+                from llmrepl.execution.magic_commands import Magics
+
+                self._magics = Magics()
+            self.namespace[_MAGIC_HELPER] = self._magics
+        return code
 
     def _prepare_namespace(self) -> None:
         ns = self.namespace
@@ -276,17 +309,20 @@ class Executor:
         ns.setdefault("display", self._display)
 
     @staticmethod
-    def _compile(source: str, filename: str) -> tuple[CodeType, CodeType | None]:
-        """Parse once; split a trailing expression statement off, to evaluate it for its value."""
+    def _compile(source: str, filename: str) -> tuple[CodeType, CodeType | None, list[ast.stmt]]:
+        """Parse once; split a trailing expression statement off, to evaluate it for its value.
+        Also returns the top-level statements (how far a failed cell got: ``statements.done_at``)."""
         tree = ast.parse(source, filename, "exec")
+        stmts = tree.body[:]
         expr = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = tree.body.pop()
             assert isinstance(last, ast.Expr)
             expr = compile(ast.Expression(last.value), filename, "eval", dont_inherit=True)
-        return compile(tree, filename, "exec", dont_inherit=True), expr
+        return compile(tree, filename, "exec", dont_inherit=True), expr, stmts
 
-    def _execute(self, body: CodeType, expr: CodeType | None, result: ExecResult, limit: float) -> None:
+    def _execute(self, body: CodeType, expr: CodeType | None, result: ExecResult, limit: float,
+                 stmts: list[ast.stmt]) -> None:
         global _sigint_quiet
         main = _get_ident() == _MAIN_IDENT
         if main:
@@ -301,6 +337,7 @@ class Executor:
             _publisher_mod.set_active_publisher(publisher)
         self._timeout_fired = False
         exc: BaseException | None = None
+        ran_all = False
         old_handlers: tuple[Any, Any] = (None, None)
         state = InterpreterState(self._streams, self._input_bound, self._getpass_bound)
         signals = SignalGuard(own_alarm=timed) if main else None
@@ -316,6 +353,7 @@ class Executor:
             _exec(body, ns)
             if expr is not None:
                 value = _eval(expr, ns)
+                ran_all = True  # what fails from here on (the value's repr) is after every statement
                 if value is not None:
                     ns["_"] = ns[f"_{result.cell}"] = value
                     # Off the main thread no timer can stop a repr; a timed cell's timer already does.
@@ -357,6 +395,9 @@ class Executor:
             repairs.append(cap.sink_error)
         if exc is not None:
             self._record_exception(exc, result)
+            result.done = _len(stmts) if ran_all else _done_at(exc, body, expr, stmts)
+        else:
+            result.done = _len(stmts)
 
     def _install_handlers(self, limit: float) -> tuple[Any, Any]:
         """Ours for SIGINT, and for SIGALRM when the cell has a time ``limit``; returns the ones replaced."""

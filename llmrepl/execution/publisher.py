@@ -160,7 +160,7 @@ class Publisher:
         """Record ``item`` in the running cell (``at``: the output written so far) and show it
         live; ``cap``: the cell's capture when it has just ended (figures drawn at its end)."""
         png = item.data.get("image/png")
-        if png is not None and "filename" not in item.metadata:
+        if png is not None and "filename" not in item.metadata and self.figures.enabled:
             try:
                 item.metadata["filename"] = self.figures.save_png(png)
             except OSError as exc:

@@ -16,6 +16,9 @@ import ast
 import re
 from dataclasses import dataclass
 
+from llmrepl.execution.magic_ipython import embedded_statements
+from llmrepl.execution.magics import HELPER, exportable, has_magic
+
 __all__ = ["Risk", "scan", "HIGH", "Hidden", "hidden_characters", "describe_hidden"]
 
 # label -> high risk? High-risk labels make auto-run ask anyway (repl.auto_run_risky = false).
@@ -42,7 +45,8 @@ for _name in ("subprocess.run", "subprocess.Popen", "subprocess.call", "subproce
     _CALLS[_name] = "run processes"
 for _name in ("os._exit", "os.abort", "os.kill", "os.killpg", "signal.pthread_kill", "signal.raise_signal"):
     _CALLS[_name] = "end or signal processes"
-for _name in ("eval", "exec", "compile", "builtins.eval", "builtins.exec", "__import__", "importlib.import_module"):
+for _name in ("eval", "exec", "compile", "builtins.eval", "builtins.exec", "__import__", "importlib.import_module",
+              "runpy.run_path", "runpy.run_module"):
     _CALLS[_name] = "run dynamic code (eval/exec)"
 for _name in ("os.getenv", "os.environ.get", "os.environ.copy", "os.environ.items", "keyring.get_password",
               "getpass.getpass"):
@@ -76,16 +80,29 @@ class Risk:
 
 
 _TRIGGERS = re.compile(
-    r"\b(?:os|subprocess|shutil|socket|signal|pty|eval|exec|compile|__import__|importlib|open|unlink|rmdir|"
+    r"\b(?:os|subprocess|runpy|shutil|socket|signal|pty|eval|exec|compile|__import__|importlib|open|unlink|rmdir|"
     r"rmtree|write_text|write_bytes|to_csv|to_parquet|to_excel|to_json|to_pickle|savefig|environ|getenv|"
     r"keyring|getpass|urllib|requests|httpx|aiohttp|http|ftplib|smtplib|paramiko|webbrowser|pip|asyncio|"
     r"system|remove|kill)\b|\.ssh|id_rsa|id_ed25519|\.aws|\.netrc|\.pgpass|\.env|credentials|\.docker|"
-    r"\.kube|api_key|API_KEY|install"
+    r"\.kube|api_key|API_KEY|install|__llmrepl_magic__"
 )
 
 
 def scan(code: str) -> list[Risk]:
-    """Labels for what ``code`` may do, in a stable order; [] when it does not parse."""
+    """Labels for what ``code`` may do, in a stable order; [] when it does not parse. Magics
+    are read as the Python they stand for (``!rm -rf data`` as a subprocess call), and the
+    statements a magic runs from a string (``%timeit STMT``) are scanned as code too."""
+    if not has_magic(code):
+        return _scan(code)
+    found: dict[str, Risk] = {}
+    for part in (exportable(code), *embedded_statements(code)):
+        for risk in _scan(part):
+            found.setdefault(risk.label, risk)
+    order = list(HIGH)
+    return sorted(found.values(), key=lambda r: order.index(r.label))
+
+
+def _scan(code: str) -> list[Risk]:
     if not _TRIGGERS.search(code):
         return []  # nothing that could match: no need to parse
     try:
@@ -114,6 +131,8 @@ def scan(code: str) -> list[Risk]:
                 strings.append(node)  # type: ignore[arg-type]
         elif t is ast.Import or t is ast.ImportFrom:
             imports.append(node)  # type: ignore[arg-type]
+        elif t is ast.Name and node.id == HELPER:  # type: ignore[attr-defined]
+            note("run processes", node)  # the magics' helper, called directly: it runs shell commands
     for imp in imports:
         if isinstance(imp, ast.Import):
             for a in imp.names:
@@ -145,6 +164,8 @@ def scan(code: str) -> list[Risk]:
             note("read secrets", const)
         if any(h in text for h in _PIP_HINTS):
             note("install packages", const)
+        if HELPER in text:  # globals()["__llmrepl_magic__"]
+            note("run processes", const)
     order = list(HIGH)
     return [Risk(label, HIGH[label], line) for label, line in sorted(found.items(), key=lambda kv: order.index(kv[0]))]
 

@@ -5,6 +5,8 @@ conversation as it stands (undone exchanges and everything before the last ``/re
 left out) and the cells behind the namespace. Files are written atomically and 0600, since
 they hold conversation text; ``/export`` and ``--export`` replace an existing file only when
 forced or answered yes.
+The ``.py`` (:mod:`llmrepl.store.script`) and the notebook (:mod:`llmrepl.store.notebook`)
+run top to bottom: each cell as its replay plan has it (``store.replay``), what completed.
 Exports are data, never code: in a ``.py`` the only code is the code of cells that ran, and
 any other text goes in through :mod:`llmrepl.store.quoting`; in a notebook it is JSON
 written by nbformat, and code cells hold only the cells' code.
@@ -12,18 +14,17 @@ written by nbformat, and code cells hold only the cells' code.
 
 from __future__ import annotations
 
-import ast
-import io
 import os
 import re
-import tokenize
 from pathlib import Path
 from typing import Any
 
 from llmrepl.errors import LLMReplError
 from llmrepl.extract import code_from_tool_call
 from llmrepl.store.fileio import atomic_write_text
-from llmrepl.store.quoting import as_comment, as_docstring
+from llmrepl.store.quoting import as_comment
+from llmrepl.store.replay import ReplayPlan, plan_replay
+from llmrepl.store.script import export_py, keepable, missing_notes
 from llmrepl.store.transcript import CellRecord, StoredSession
 
 __all__ = ["transcript_markdown", "export_py", "export_ipynb", "write_export", "ExportExists", "FORMATS"]
@@ -168,163 +169,28 @@ def transcript_markdown(stored: StoredSession, *, base: Path | None = None) -> s
     return "\n".join(out).rstrip() + "\n"
 
 
-# -- .py --------------------------------------------------------------------------------
-
-
-def _commented(code: str) -> list[str]:
-    """Code that is not run, as comments: one per line (``splitlines`` breaks at every line
-    break an editor shows, a superset of Python's), each made safe by ``as_comment``."""
-    return [("# " + as_comment(line)).rstrip() for line in code.splitlines()]
-
-
-def _indent_outside_strings(code: str, prefix: str = "    ") -> str | None:
-    """Indent every line except those inside multi-line strings (their text must not change)."""
-    try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
-    except (tokenize.TokenError, SyntaxError):
-        return None
-    inside: set[int] = set()
-    for tok in tokens:
-        if tok.start[0] < tok.end[0] and tok.type not in (tokenize.NL, tokenize.NEWLINE):
-            inside.update(range(tok.start[0] + 1, tok.end[0] + 1))
-    lines = code.split("\n")  # Python's lines, as tokenize numbers them (not str.splitlines')
-    return "\n".join(
-        line if (i in inside or not line.strip()) else prefix + line
-        for i, line in enumerate(lines, 1)
-    ).rstrip("\n")
-
-
-def _split_future(code: str) -> tuple[str, list[str]]:
-    """``from __future__`` imports must open a file: take them out of a cell."""
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
-        return code, []
-    names: list[str] = []
-    drop: set[int] = set()
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
-            names += [a.name for a in node.names]
-            drop.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
-        elif not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
-            break
-    if not names:
-        return code, []
-    kept = [line for i, line in enumerate(code.splitlines(), 1) if i not in drop]
-    return "\n".join(kept), names
-
-
-def _py_cell(cell: CellRecord, futures: list[str]) -> list[str]:
-    tags = []
-    if cell.edited:
-        tags.append("edited by you")
-    if cell.source == "py":
-        tags.append("/py")
-    if cell.undone:
-        tags.append("its exchange was undone, its variables kept")
-    head = f"# cell {cell.cell}" + (f" ({', '.join(tags)})" if tags else "")
-    failed = as_comment(cell.error_type or "an error")
-    if not cell.completed:
-        return [head + ": did not finish (the session ended while it ran); left out:", *_commented(cell.code)]
-    if cell.error_type == "SyntaxError":
-        return [head + ": failed with SyntaxError and never ran; left out:", *_commented(cell.code)]
-    if cell.interrupted or cell.timed_out:
-        why = "was stopped by the time limit" if cell.timed_out else "was interrupted (Ctrl-C)"
-        return [head + f": {why} when it ran; left out, since it may not finish:", *_commented(cell.code)]
-    # Python reads \r\n and \r as \n everywhere, string literals included: so does the export
-    code, names = _split_future(cell.code.replace("\r\n", "\n").replace("\r", "\n"))
-    futures += [n for n in names if n not in futures]
-    out = [head]
-    if cell.error:
-        # It failed part-way in the REPL, which carried on with what it had done: do the same.
-        body = _indent_outside_strings(code)
-        if body is None or not body.strip():
-            return [head + f": failed with {failed}; left out:", *_commented(cell.code)]
-        caught = "SystemExit" if cell.error_type == "SystemExit" else "(Exception, SystemExit)"
-        handler = "    pass" if cell.error_type == "SystemExit" else "    __import__('traceback').print_exc()"
-        out += [f"# it failed with {failed} when it ran; the session carried on, and so does this file",
-                "try:", body, f"except {caught}:", handler]
-    else:
-        out.append(code.rstrip("\n"))
-    if cell.value is not None:
-        first = cell.value.strip().splitlines()[0] if cell.value.strip() else ""
-        more = " …" if len(cell.value.strip().splitlines()) > 1 or len(first) > 120 else ""
-        out.append(f"# -> {as_comment(first[:120])}{more}")
-    return out
-
-
-def export_py(stored: StoredSession) -> str:
-    """The executed cells, in order, as one script that runs with ``python FILE``.
-
-    Declined cells are left out; edited ones are as they ran; trailing expressions are kept
-    as they were (not printed; the value the REPL showed follows as a ``# ->`` comment).
-    Cells that never ran to the end (SyntaxError, interrupted, crashed) are commented out;
-    a cell that failed part-way is kept inside ``try``, so the script carries on as the
-    session did.
-    """
-    info = stored.info
-    header = [f"# Cells run in llmrepl session {as_comment(info.id)}",
-              "# Declined cells are left out; edited cells are as you ran them."]
-    details = []
-    if stored.model:
-        details.append(f"model: {stored.model}")
-    if info.started:
-        details.append(f"started: {info.started.strftime('%Y-%m-%d %H:%M')}")
-    if stored.cwd:
-        details.append(f"ran in: {stored.cwd}")
-    if details:  # text from outside (the server's model id, the folder's name): data, never code
-        header.append(as_docstring("\n".join(["The session this came from:", *details])))
-    futures: list[str] = []
-    body: list[str] = []
-    for cell in stored.cells:
-        body += ["", "", *_py_cell(cell, futures)]
-    lines = header
-    if futures:
-        lines += ["", f"from __future__ import {', '.join(futures)}"]
-    if any(_uses_display(c.code) for c in stored.cells if c.completed):
-        lines += ["", *_DISPLAY_PRELUDE]
-    return "\n".join(lines + body) + "\n"
-
-
-# display() is in llmrepl's namespace, as in IPython's; a script run by python needs its own
-_DISPLAY_PRELUDE = [
-    "try:",
-    "    from IPython.display import display",
-    "except ImportError:  # outside IPython: show each object's text, as llmrepl's model saw it",
-    "    def display(*objs, **kwargs):",
-    "        for obj in objs:",
-    "            print(obj)",
-]
-
-
-def _uses_display(code: str) -> bool:
-    if "display" not in code:
-        return False
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
-        return False
-    return any(isinstance(n, ast.Name) and n.id == "display" for n in ast.walk(tree))
-
-
 # -- .ipynb (store/notebook.py) ---------------------------------------------------------
 
 
-def export_ipynb(stored: StoredSession) -> str:
-    """A valid nbformat 4 notebook of the session: see :mod:`llmrepl.store.notebook`."""
+def export_ipynb(stored: StoredSession, *, keep_failed: bool = False) -> str:
+    """A valid nbformat 4 notebook of the session that runs top to bottom: see
+    :mod:`llmrepl.store.notebook`."""
     from llmrepl.store.notebook import export_ipynb as notebook
 
-    return notebook(stored)
+    return notebook(stored, keep_failed=keep_failed)
 
 
 # -- writing ----------------------------------------------------------------------------
 
 
-def write_export(stored: StoredSession, path: Path, *, replace: bool = True) -> str:
+def write_export(stored: StoredSession, path: Path, *, replace: bool = True, keep_failed: bool = False) -> str:
     """Write by suffix (``.md``, ``.py``, ``.ipynb``), atomically and 0600; say what was
-    written. A symbolic link at ``path`` is replaced, never written through. With
-    ``replace=False`` (what ``/export`` and ``--export`` pass unless forced or answered yes)
-    an existing ``path`` raises :class:`ExportExists` and nothing is written."""
+    written, which cells only in part and which were left out, and which later cells read a
+    name only a left-out part set. A symbolic link at ``path`` is replaced, never written
+    through. With ``replace=False`` (what ``/export`` and ``--export`` pass unless forced or
+    answered yes) an existing ``path`` raises :class:`ExportExists` and nothing is written.
+    ``keep_failed`` (``--keep-failed``): failed cells whole, in ``try`` in a ``.py``, tagged
+    ``raises-exception`` in a notebook; a transcript shows every cell anyway."""
     path = Path(os.path.expanduser(str(path)))
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
@@ -334,18 +200,35 @@ def write_export(stored: StoredSession, path: Path, *, replace: bool = True) -> 
         raise LLMReplError(f"{path} is a folder: give a file name ending in {suffix or '.py, .ipynb or .md'}")
     if not replace and os.path.lexists(path):
         raise ExportExists(path)
-    ran = [c for c in stored.cells if c.completed]
     if suffix == ".md":
+        ran = [c for c in stored.cells if c.completed]
         text = transcript_markdown(stored, base=path.parent)
         what = f"the transcript ({_count(len(stored.messages), 'message')}, {_count(len(ran), 'cell')})"
-    elif suffix == ".py":
-        text = export_py(stored)
-        what = _count(len(ran), "cell")
-    else:
-        text = export_ipynb(stored)
-        what = _count(len(ran), "cell")
+        _write_private(path, text, replace)
+        return f"wrote {what} to {path}"
+    text = export_py(stored, keep_failed=keep_failed) if suffix == ".py" else export_ipynb(stored, keep_failed=keep_failed)
     _write_private(path, text, replace)
-    return f"wrote {what} to {path}"
+    plan = plan_replay(stored.cells)
+    kept = {id(p) for p in plan.cells if keep_failed and keepable(p, syntax_error=suffix == ".ipynb")}
+    return _written(plan, kept, path)
+
+
+def _written(plan: ReplayPlan, kept: set[int], path: Path) -> str:
+    """``wrote 6 cells (cell 3 in part; cell 7 left out) to a.py``, then a line for each
+    later cell that reads a name only a left-out part set."""
+    whole = {id(p) for p in plan.cells if p.action == "run"} | kept
+    part = [p.cell for p in plan.cells if id(p) not in whole and p.action == "partial" and p.code.strip()]
+    out = [p.cell for p in plan.cells if id(p) not in whole and p.cell not in part]
+    notes = [f"{_numbers(part)} in part"] if part else []
+    if out:
+        notes.append(f"{_numbers(out)} left out")
+    which = f" ({'; '.join(notes)})" if notes else ""
+    line = f"wrote {_count(len(plan.cells) - len(out), 'cell')}{which} to {path}"
+    return "\n".join([line, *(f"note: {n}" for n in missing_notes(plan, None, "there"))])
+
+
+def _numbers(cells: list[int]) -> str:
+    return f"cell{'s' if len(cells) > 1 else ''} {', '.join(map(str, cells))}"
 
 
 def _count(n: int, noun: str) -> str:

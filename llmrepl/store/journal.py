@@ -22,6 +22,10 @@ from llmrepl.store.records import read_records
 
 __all__ = ["Journal", "read_journal", "new_session_id"]
 
+# Records that make a session worth coming back to: a message, a cell. A run with none of them
+# (``llmrepl -c /help``) leaves no journal behind (``discard_if_empty``).
+_SUBSTANTIVE = frozenset({"user", "py", "message", "cell_start", "cell_end"})
+
 
 def new_session_id() -> str:
     """A sortable, unique session id: UTC time plus the process id."""
@@ -42,6 +46,8 @@ class Journal:
         self._ident: tuple[int, int] | None = None  # (device, inode) of the file self._fd writes
         self._secrets: tuple[str, ...] = ()
         self._lock = threading.Lock()
+        self.created = False               # this process made the file (it was absent or empty)
+        self.substantive = False           # a message or a cell was recorded by this process
         if self.path is not None:
             self._open(self.path)
 
@@ -56,6 +62,7 @@ class Journal:
                 return
             self._fd = fd
             size = os.fstat(fd).st_size
+            self.created = size == 0
             if size and _last_byte(path, size) != b"\n":
                 os.write(fd, b"\n")  # terminate a record torn by a crash
         except OSError as e:
@@ -75,6 +82,8 @@ class Journal:
         """Write one record ``{"t": time, "event": event, ...fields}`` and fsync it."""
         if os.getpid() != self._pid:
             return  # a forked child (os.fork in a cell) must not interleave its records with ours
+        if event in _SUBSTANTIVE:
+            self.substantive = True
         record = {"t": round(time.time(), 3), "event": event, **fields}
         text = _dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
         for secret in self._secrets:
@@ -157,6 +166,24 @@ class Journal:
         if n != len(data):  # disk full or file size limit: end the torn line, report
             os.write(self._fd, b"\n")
             raise OSError(errno.ENOSPC, f"short write ({n} of {len(data)} bytes)")
+
+    def discard_if_empty(self) -> bool:
+        """Close, and delete the file if this process made it and recorded no message and no
+        cell in it: nothing to resume. True if it was deleted. (The file is made at start, so
+        a crash at any later point still leaves the records.)"""
+        if os.getpid() != self._pid or self.busy or not self.created or self.substantive or self.path is None:
+            self.close()
+            return False
+        with self._lock:
+            ours = self._fd is not None and self._same_file()
+            self.close()
+            if not ours:
+                return False
+            try:
+                os.unlink(self.path)
+            except OSError:
+                return False
+        return True
 
     def close(self) -> None:
         if self._fd is not None:

@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from llmrepl.context.prompts import interleave
+from llmrepl.execution.magic_ipython import for_ipython
 from llmrepl.extract import PYTHON_TAGS, extract_code
 from llmrepl.store.export import _fence, _header_lines
 from llmrepl.store.fileio import read_inside
 from llmrepl.store.records import JOURNAL_MIME_TYPES
+from llmrepl.store.replay import PlannedCell, plan_replay
+from llmrepl.store.script import cut_off, keepable
 from llmrepl.store.transcript import CellRecord, Entry, StoredDisplay, StoredSession
 
 __all__ = ["export_ipynb"]
@@ -29,6 +32,7 @@ __all__ = ["export_ipynb"]
 _MAX_FIGURE = 32 << 20  # a figure embedded in a notebook: PNGs llmrepl saved are far smaller
 _PNG = b"\x89PNG\r\n\x1a\n"
 
+_C1_BIDI = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})([^\n]*)$")
 
 
@@ -181,57 +185,96 @@ def _outputs(cell: CellRecord, folder: Path) -> list[Any]:
     return outputs
 
 
-def export_ipynb(stored: StoredSession) -> str:
-    """A valid nbformat 4 notebook: your messages and the model's prose as Markdown, each
-    cell that ran as a code cell with its output, values, errors and figures (PNG)."""
+def export_ipynb(stored: StoredSession, *, keep_failed: bool = False) -> str:
+    """A valid nbformat 4 notebook that runs top to bottom: your messages and the model's
+    prose as Markdown, each cell as its replay plan has it (``store.replay``) with its
+    output, values and figures (PNG). A cell that failed or was stopped holds the statements
+    that completed (the rest is shown as Markdown below it); one that never got that far is
+    Markdown only; ``keep_failed`` keeps a failed cell whole, tagged ``raises-exception``."""
     import nbformat
-    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+    from nbformat.v4 import new_notebook
 
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     nb.metadata["llmrepl"] = {"session": stored.info.id, "model": stored.model}
-    cells: list[Any] = [new_markdown_cell("\n".join(_header_lines(stored)))]
+    cells: list[Any] = [_markdown("\n".join(_header_lines(stored)))]
     folder = stored.info.path.with_suffix("")  # where this session's figures were saved
+    plan = plan_replay(stored.cells)
+    planned = {id(p.record): p for p in plan.cells}
     for entry in stored.timeline:
-        cells += _notebook_cells(entry, folder, new_code_cell, new_markdown_cell)
+        if entry.kind == "cell" and entry.cell is not None:
+            p = planned.get(id(entry.cell)) or plan_replay([entry.cell]).cells[0]
+            cells += [_markdown(f"_Note: this cell reads `{name}`, which only the left-out part of cell "
+                                f"{source} set: it may stop here with a NameError._")
+                      for later, name, source in plan.missing if later == p.cell]
+            cells += _code_cells(p, folder, keep_failed)
+        else:
+            cells += _notebook_cells(entry)
     nb.cells = cells
     nbformat.validate(nb)
-    return str(nbformat.writes(nb))
+    # JSON escapes C0 controls itself; C1 controls (a terminal may obey U+009B as CSI), bidi
+    # controls and line separators are escaped too, so `cat nb.ipynb` shows them as text.
+    # They can only stand inside JSON strings, where \uXXXX means the same character.
+    return _C1_BIDI.sub(lambda m: f"\\u{ord(m.group()):04x}", str(nbformat.writes(nb)))
 
 
-def _notebook_cells(entry: Entry, folder: Path, new_code_cell: Any, new_markdown_cell: Any) -> list[Any]:
+def _markdown(text: str) -> Any:
+    from nbformat.v4 import new_markdown_cell
+
+    return new_markdown_cell(text)
+
+
+def _notebook_cells(entry: Entry) -> list[Any]:
+    """The conversation around the cells: your messages, the model's prose, declines, notes."""
     if entry.kind == "user":
-        return [new_markdown_cell(f"**You:** {entry.text}")]
+        return [_markdown(f"**You:** {entry.text}")]
     if entry.kind == "assistant":
         prose = _prose(entry.text)
-        return [new_markdown_cell(f"**Model:** {prose}")] if prose else []
+        return [_markdown(f"**Model:** {prose}")] if prose else []
     if entry.kind == "declined":
         why = entry.reason or "the user declined"
-        return [new_markdown_cell(f"_Not run ({why}):_\n\n{_fence(entry.text, 'python')}")]
+        return [_markdown(f"_Not run ({why}):_\n\n{_fence(entry.text, 'python')}")]
     if entry.kind == "note":
         first = entry.text.strip().splitlines()[0] if entry.text.strip() else ""
-        return [new_markdown_cell(f"_llmrepl: {first}_")]
-    cell = entry.cell
-    if entry.kind != "cell" or cell is None:
-        return []
-    out = []
+        return [_markdown(f"_llmrepl: {first}_")]
+    return []
+
+
+def _code_cells(p: PlannedCell, folder: Path, keep_failed: bool) -> list[Any]:
+    """A cell as the plan has it: a code cell with the code that runs, and Markdown for
+    what does not (``--keep-failed``: a failed cell whole, tagged ``raises-exception``)."""
+    from nbformat.v4 import new_code_cell
+
+    cell = p.record
     notes = []
     if cell.source == "py":
         notes.append("you ran it with /py")
     if cell.edited:
         notes.append("edited by you")
-    if entry.kept:
-        notes.append("its exchange was undone later; its variables were kept")
-    if not cell.completed:
-        notes.append("it did not finish: the session ended while it ran")
+    meta: dict[str, Any] = {"llmrepl": {"cell": cell.cell, "edited": cell.edited, "source": cell.source}}
+    error = [_fence(cell.error, "text")] if cell.error else []
+    if keep_failed and keepable(p, syntax_error=True):
+        notes.append(f"it failed with {cell.error_type or 'an error'} when it ran; kept whole "
+                     "(--keep-failed) and tagged raises-exception, so the notebook runs on")
+        meta["tags"] = ["raises-exception"]
+        return [_markdown(f"_Cell {cell.cell}: {'; '.join(notes)}._"),
+                new_code_cell(for_ipython(cell.code), execution_count=cell.cell, outputs=_outputs(cell, folder),
+                              metadata=meta)]
+    if p.action == "skip" or not p.code.strip():
+        return [_markdown("\n\n".join([f"_Cell {cell.cell} left out: {p.reason or 'nothing of it completed'}"
+                                        f"{''.join('; ' + n for n in notes)}._",
+                                        _fence(cell.code, "python"), *error]))]
+    out = []
+    if p.action == "partial":
+        notes.append(f"{p.reason}; the cell below holds what completed")
     if notes:
-        out.append(new_markdown_cell(f"_Cell {cell.cell}: {'; '.join(notes)}._"))
-    meta = {"llmrepl": {"cell": cell.cell, "edited": cell.edited, "source": cell.source}}
-    out.append(new_code_cell(
-        cell.code,
-        execution_count=cell.cell if cell.completed else None,
-        outputs=_outputs(cell, folder) if cell.completed else [],
-        metadata=meta,
-    ))
+        out.append(_markdown(f"_Cell {cell.cell}: {'; '.join(notes)}._"))
+    outputs = [o for o in _outputs(cell, folder) if o.output_type != "error"]
+    # IPython reads some magic lines unlike llmrepl ({expr} in `!` lines): those as plain Python
+    out.append(new_code_cell(for_ipython(p.code.rstrip("\n") if p.action == "partial" else cell.code),
+                             execution_count=cell.cell, outputs=outputs, metadata=meta))
+    if p.action == "partial":
+        out.append(_markdown("\n\n".join([f"_Left out: the rest of cell {cell.cell}, from where it stopped:_",
+                                           _fence(cut_off(p), "python"), *error])))
     return out

@@ -340,7 +340,7 @@ _FIELDS: dict[str, dict[str, Check]] = {
     "cell_end": {"cell": _N, "output": _S, "stdout": _S, "stderr": _S, "value": _S_, "error": _S_,
                  "error_type": _S_, "duration": _seconds, "interrupted": _B, "timed_out": _B,
                  "figures": _texts, "output_chars": _SIZE, "repairs": _plain, "replay": _B,
-                 "displays": _displays, "value_data": _optional(_display)},
+                 "displays": _displays, "value_data": _optional(_display), "done": _optional(_N)},
     "snapshot": {"key": _S, "saved": _N, "skipped": _texts, "bytes": _SIZE},
     "late_output": {"stream": _S, "text": _S, "after_cell": _N},
     "command": {"line": _S},

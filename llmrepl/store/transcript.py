@@ -10,6 +10,7 @@ kept). The same pass builds a ``timeline`` of what still stands, which ``/save``
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from llmrepl.context.budget import (
     NOTE_PREFIX,  # llmrepl's own messages to the model (cell results, notes)
 )
 from llmrepl.errors import LLMReplError
+from llmrepl.execution.statements import statement_at, top_level
 from llmrepl.store.catalogue import SessionInfo, summarize
 from llmrepl.store.records import Skipped, read_records
 
@@ -25,7 +27,7 @@ __all__ = ["CellRecord", "StoredDisplay", "Entry", "StoredSession", "load_sessio
 
 
 # What a cell's result message starts with (prompts.format_result), after the note prefix.
-_CELL_RESULT = ("llmrepl ran cell ", "The user ran code directly with /py.")
+_CELL_RESULT = ("llmrepl ran cell ", "The user ran code directly")  # "... with /py." (older journals)
 _NOT_RUN = ("The cell was not run", "Not run:")
 
 
@@ -79,6 +81,7 @@ class CellRecord:
     output_chars: int = 0               # characters the cell wrote (``output`` may be a cut)
     displays: list[StoredDisplay] = field(default_factory=list)  # in order, each with ``at``
     value_data: StoredDisplay | None = None  # the value's bundle (journals before issue 12: None)
+    done: int | None = None             # top-level statements that completed (None: unknown)
 
 
 @dataclass
@@ -116,6 +119,7 @@ class StoredSession:
     undone: int = 0                     # exchanges undone (their messages are gone)
     resets: int = 0                     # /reset seen (everything before the last is gone)
     skipped: list[Skipped] = field(default_factory=list)  # the lines not used, and why
+    exchange_cells: list[int] = field(default_factory=list)  # per exchange: index in ``cells`` of its first
 
 
 # -- replay -----------------------------------------------------------------------------
@@ -277,6 +281,8 @@ class _Replay:
         cell.output_chars = chars if isinstance(chars, int) and chars >= 0 else len(cell.output)
         cell.displays = [d for d in map(StoredDisplay.from_record, rec.get("displays") or []) if d is not None]
         cell.value_data = StoredDisplay.from_record(rec.get("value_data"))
+        done = rec.get("done")
+        cell.done = done if isinstance(done, int) and not isinstance(done, bool) else _done_from(cell)
 
     def _on_model_error(self, rec: dict[str, Any]) -> None:
         self.timeline.append(Entry("note", text=f"model error: {rec.get('message') or rec.get('kind')}"))
@@ -317,6 +323,18 @@ class _Replay:
         self.resets += 1
 
 
+def _done_from(cell: CellRecord) -> int | None:
+    """How far a cell got, for journals written before ``done``: all of it when it ran
+    without an error, none on a SyntaxError, else the statement its traceback names
+    (``File "<cell-N>", line L, in <module>``); None when that cannot be told."""
+    if cell.error is None:
+        return None if cell.interrupted or cell.timed_out else len(top_level(cell.code)) or None
+    if cell.error_type == "SyntaxError":
+        return 0
+    lines = re.findall(rf'File "<cell-{cell.cell}>", line (\d+), in <module>', cell.error)
+    return statement_at(cell.code, int(lines[-1])) if lines else None
+
+
 def _content_text(content: Any) -> str:
     """Text of a message whose content is a list of parts (or None)."""
     if isinstance(content, list):
@@ -352,4 +370,6 @@ def load_session(path: Path) -> StoredSession:
         undone=replay.undone,
         resets=replay.resets,
         skipped=skipped,
+        # a group is an exchange once its first message arrived (one the process died in before that is not)
+        exchange_cells=[g.cells_before for g in replay.groups if g.msg_start is not None],
     )

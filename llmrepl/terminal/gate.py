@@ -26,6 +26,7 @@ from prompt_toolkit.output import Output
 from prompt_toolkit.utils import get_cwidth
 
 from llmrepl.engine.protocols import Decision
+from llmrepl.execution.magics import describe_shell
 from llmrepl.terminal.sanitize import sanitize
 
 __all__ = ["TerminalReviewer", "Pager", "ask_key", "screen_rows"]
@@ -240,6 +241,9 @@ class TerminalReviewer:
 
     def _review(self, code: str, high_risk: bool) -> Decision:
         pager: Pager | None = None
+        shell = describe_shell(code)  # `!cmd` lines: shown as the shell commands they are
+        if shell:
+            self._say(sanitize(shell))
         unread = self._unread(code)  # why it must be read in the pager first, or ""
         while True:
             answer = ask_key(*self._question(high_risk, unread), input=self.input, output=self.output)

@@ -18,23 +18,27 @@ from pathlib import Path
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application.current import set_app
-from prompt_toolkit.completion import CompleteEvent, Completer, Completion
-from prompt_toolkit.document import Document
+from prompt_toolkit.buffer import Buffer
+from prompt_toolkit.enums import EditingMode
+from prompt_toolkit.filters import Condition
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.keys import Keys
 from prompt_toolkit.output import Output, create_output
+from prompt_toolkit.selection import SelectionState
 
-from llmrepl.engine.commands import commands, is_command
 from llmrepl.engine.session import Session
 from llmrepl.execution.guards import TerminalStreams
+from llmrepl.terminal.completion import MenuPromptSession, completer
 from llmrepl.terminal.display import TerminalDisplay
 from llmrepl.terminal.gate import TerminalReviewer
+from llmrepl.terminal.routing import MODEL_PROMPT, InputRouter, RoutedLexer
 from llmrepl.terminal.sanitize import sanitize
 
 __all__ = ["TerminalUI", "SafeFileHistory"]
 
-PROMPT = "llm> "
+PROMPT = MODEL_PROMPT  # " py> " while the input would run as Python (routing.py)
 _MAX_HISTORY_ENTRY = 10_000
 
 
@@ -92,17 +96,6 @@ def open_history(path: Path | None, redact: Callable[[str], str] | None = None) 
     return SafeFileHistory(path, redact) if path is not None else InMemoryHistory()
 
 
-class _SlashCompleter(Completer):
-    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
-        text = document.text_before_cursor
-        if not text.startswith("/") or " " in text:
-            return
-        for cmd in commands():
-            name = "/" + cmd.name
-            if name.startswith(text):
-                yield Completion(name, start_position=-len(text), display_meta=cmd.help)
-
-
 def _terminal_input(terminal: TerminalStreams | None) -> Input | None:
     """Keys from llmrepl's own copy of fd 0 (a cell may close fd 0), with bytes that are not
     text in its encoding read as U+FFFD (prompt_toolkit keeps them as lone surrogates, which
@@ -147,19 +140,24 @@ class TerminalUI:
             input = _terminal_input(session.executor.terminal)
         self.reviewer = TerminalReviewer(input=input, output=output, code_cut=lambda: display.code_cut)
         self.history = open_history(history_path, session.redactor.redact)
-        self.prompt: PromptSession[str] = PromptSession(
+        # which way Enter sends the input: the prompt says it, Python is highlighted (routing.py)
+        self.router = InputRouter(lambda: session.executor.namespace)
+        self.prompt: PromptSession[str] = MenuPromptSession(
             history=self.history,
-            key_bindings=self._bindings(),
+            lexer=RoutedLexer(self.router.highlights),
+            key_bindings=self._bindings(Condition(lambda: self._replace_armed)),
             vi_mode=vi_mode,
-            completer=_SlashCompleter(),
-            complete_while_typing=True,
-            reserve_space_for_menu=0,
+            # slash commands, and Python from the live namespace (terminal/completion.py)
+            completer=completer(lambda: session.executor),
+            complete_while_typing=True,  # room for the menu only while it is open (completion.py)
             bottom_toolbar=self.toolbar,
             input=input,
             output=output,
         )
         self._notices: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._resend = ""
+        self._replace_armed = False  # the message put back is selected: the first key typed replaces it
+        self.prompt.default_buffer.on_cursor_position_changed += self._disarm
         session.executor.input_func = self._ask_input
         self.reviewer.guard = self._hold_late_output  # type: ignore[method-assign]
 
@@ -183,15 +181,48 @@ class TerminalUI:
         return (f" {model} · ctx {fill}/{_k(s.context.context_window)} · {_k(used)} used{share}"
                 f" · auto-run {auto} ")
 
-    @staticmethod
-    def _bindings() -> KeyBindings:
+    def _bindings(self, armed: Condition) -> KeyBindings:
         kb = KeyBindings()
 
         @kb.add("escape", "enter")
         def _newline(event: KeyPressEvent) -> None:
             event.current_buffer.insert_text("\n")
 
+        # A message put back after a failed request is shown selected, as the notice says:
+        # Enter resends it, the first character typed (or pasted) replaces it, Backspace
+        # clears it, and an arrow key keeps it for editing.
+        @kb.add(Keys.Any, filter=armed)
+        @kb.add(Keys.BracketedPaste, filter=armed)
+        def _replace(event: KeyPressEvent) -> None:
+            data = event.data.replace("\r\n", "\n").replace("\r", "\n")
+            self._clear_put_back(event.current_buffer)
+            event.current_buffer.insert_text(data)
+
+        @kb.add("backspace", filter=armed)
+        @kb.add("c-u", filter=armed)
+        def _clear(event: KeyPressEvent) -> None:
+            self._clear_put_back(event.current_buffer)
+
         return kb
+
+    def _clear_put_back(self, buffer: Buffer) -> None:
+        self._replace_armed = False
+        buffer.exit_selection()
+        buffer.reset()
+
+    def _arm_put_back(self) -> None:
+        """Before the prompt shows a message put back: select it (the cursor is at its end)."""
+        buffer = self.prompt.default_buffer
+        if buffer.text:
+            if self.prompt.app.editing_mode != EditingMode.VI:  # in vi a selection is visual mode
+                buffer.selection_state = SelectionState(0)
+            self._replace_armed = True
+
+    def _disarm(self, buffer: Buffer) -> None:
+        """The cursor moved (an arrow key): the message put back is being edited."""
+        if self._replace_armed:
+            self._replace_armed = False
+            buffer.exit_selection()
 
     # -- notices from other threads (local-server probe, tokenizer load) ----------------
 
@@ -256,14 +287,15 @@ class TerminalUI:
             if self.session.journal.error:
                 self.display.notice(self.session.journal.error, "warning")
                 self.session.journal.error = ""
-            pre_run = self._first_prompt_drawn if first else None
+            pre_run = self._first_prompt_drawn if first else (self._arm_put_back if self._resend else None)
             first = False
             self.display.settle()  # no spinner left over (a wait ended by an error), no blank line due
             self.display.redirect = self._late_output
             try:
-                text = self.prompt.prompt(PROMPT, default=self._resend, pre_run=pre_run)
+                text = self.prompt.prompt(self._prompt_text, default=self._resend, pre_run=pre_run)
             except KeyboardInterrupt:
                 self._resend = ""
+                self._replace_armed = False
                 continue
             except EOFError:
                 break
@@ -277,20 +309,32 @@ class TerminalUI:
                     self.early_prompt = None
                 self._drain()
             self._resend = ""
+            self._replace_armed = False
             if not text.strip():
                 continue
             # tables are formatted for the screen as it is now (the window may have been resized)
             self.session.executor.display_width = self.display.columns()
-            if is_command(text.strip()):
-                if self._command(text.strip()):
+            decided = self.router.enter(text)  # Python runs as /py does; the rest asks the model
+            self.router.forget()  # what runs may change the namespace
+            if decided.kind == "command":
+                if self._command(decided.text):
                     break
                 continue
+            if decided.kind == "python":
+                self._command("/py " + decided.text)
+                continue
             try:
-                self._message(text)
+                self._message(decided.text)
+                if self._resend:
+                    self._resend = text  # put back as typed: "/ask df" stays a question
             except KeyboardInterrupt:  # a second Ctrl-C that lands just as the turn ends
                 self.display.notice("interrupted", "warning")
         self.session.journal.append("session_end")
         return 0
+
+    def _prompt_text(self) -> str:
+        """``llm> `` or `` py> ``: where Enter sends what is typed now."""
+        return self.router.prompt(self.prompt.default_buffer.text)
 
     def _first_prompt_drawn(self) -> None:
         if self.after_first_prompt is not None:
@@ -315,6 +359,8 @@ class TerminalUI:
             self.display.notice(str(turn.error), "error")
             if turn.steps == 1 and not turn.cells:
                 self._resend = text  # put the message back at the prompt: Enter resends it
+                self.display.notice("your message is back in the input line: Enter resends it; typing "
+                                    "replaces it; an arrow key edits it")
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"TerminalUI(session={self.session!r})"

@@ -10,9 +10,10 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from llmrepl.engine.commands import is_command
+from llmrepl.engine.classify import defined_names, route
 from llmrepl.engine.protocols import Decision
 from llmrepl.engine.session import Session
+from llmrepl.execution.magics import describe_shell
 from llmrepl.terminal.display import TerminalDisplay
 from llmrepl.terminal.sanitize import sanitize
 
@@ -33,6 +34,9 @@ class PlainReviewer:
 
     def review(self, code: str, *, cell: int, high_risk: bool = False) -> Decision:
         unread = self.display.code_cut
+        shell = describe_shell(code)  # `!cmd` lines: shown as the shell commands they are
+        if shell:
+            self.display.notice(shell)
         while True:
             if unread:
                 question = "Run this code? [v/n] (the display had to cut it: v prints all of it) "
@@ -103,13 +107,17 @@ def run_plain(session: Session, display: TerminalDisplay, *, stdin: TextIO | Non
         if not line:
             continue
         try:
-            if is_command(line):
-                if display.command(line, session):
+            # Python runs as /py does, the rest asks the model (engine/classify.py); no
+            # indicator here: the prompt is printed before the line is typed
+            decided = route(text, defined_names(session.executor.namespace))
+            if decided.kind != "model":
+                command = decided.text if decided.kind == "command" else "/py " + decided.text
+                if display.command(command, session):
                     break
                 continue
             if before_send is not None:
                 before_send()
-            turn = session.step(text, reviewer)
+            turn = session.step(decided.text, reviewer)
             if turn.error is not None:
                 display.notice(str(turn.error), "error")
         except KeyboardInterrupt:

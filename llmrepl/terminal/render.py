@@ -110,8 +110,29 @@ def _sgr_of(ttype: Any) -> str:
 def _highlight(text: str, lexer_name: str) -> str:
     """``text`` (already sanitized) with SGR colour per token; an escape only where the style
     changes, none on whitespace (about 1.5x the bytes of the text for Python, where pygments'
-    own TerminalFormatter writes 2.1x)."""
-    lexer = _lexer(lexer_name)
+    own TerminalFormatter writes 2.1x). In Python, a ``!command`` line the shell runs is drawn
+    as shell (``magics.shell_lines``: not a ``!`` inside a string), and the Python between
+    such lines is lexed in one piece, so a string across lines is drawn as the string it is."""
+    if lexer_name == "python" and "!" in text:
+        from llmrepl.execution.magics import shell_lines
+
+        shell = shell_lines(text)
+        if shell:
+            parts: list[str] = []
+            python: list[str] = []
+            for number, line in enumerate(text.splitlines(True), 1):
+                if number not in shell:
+                    python.append(line)
+                    continue
+                if python:
+                    parts.append(_highlight("".join(python), "python-only"))
+                    python = []
+                s = line.lstrip(" \t")
+                parts.append(line[: len(line) - len(s)] + f"\x1b[0;1;35m!{_RESET}" + _highlight(s[1:], "bash"))
+            if python:
+                parts.append(_highlight("".join(python), "python-only"))
+            return "".join(parts)
+    lexer = _lexer("python" if lexer_name == "python-only" else lexer_name)
     if lexer is None:
         return text
     out: list[str] = []

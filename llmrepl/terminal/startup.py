@@ -236,7 +236,9 @@ def run_batch(session: Session, display: TerminalDisplay, setup: ModelSetup, rev
             if setup.message:
                 report(setup.message[0], display.err)
             first_message = False
-        if is_command(line):
+        # batch lines are messages (a file of questions never runs as code); /ask TEXT too
+        asked = line[4:].strip() if line.split(maxsplit=1)[0] == "/ask" else ""
+        if is_command(line) and not asked:
             leave = display.command(line, session)
             if session.journal.error:
                 report(session.journal.error, display.err)  # a /py cell may have deleted the state folder
@@ -244,7 +246,7 @@ def run_batch(session: Session, display: TerminalDisplay, setup: ModelSetup, rev
             if leave:
                 break
             continue
-        turn = session.step(line, reviewer)
+        turn = session.step(asked or line, reviewer)
         if session.journal.error:
             report(session.journal.error, display.err)  # once, as the interactive UI does
             session.journal.error = ""

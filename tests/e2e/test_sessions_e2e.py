@@ -405,13 +405,15 @@ def _two_exchanges(server) -> None:
     server.reply("After the undo.")
 
 
-def test_undo_without_snapshots_says_variables_were_kept(server):
+def test_undo_without_snapshots_rewinds_and_says_how(server):
     _two_exchanges(server)
     p = batch(server, "-y", input="set v to 1\nset v to 2\n/undo\n/py print('v', v, 'w' in globals())\nnext\n")
     assert p.returncode == 0, p.stderr
     assert "forgot the last exchange" in p.stdout + p.stderr
-    assert "variables were kept" in p.stdout + p.stderr    # never a silent claim of a rewind
-    assert "v 2 True" in p.stdout
+    # plain data: the copy kept when the exchange began (a replay otherwise: tests/test_undo.py)
+    assert "rewound: restored the copy of the namespace kept before cell 2 (nothing re-ran)" in p.stdout + p.stderr
+    assert "v 1 False" in p.stdout
+    assert p.stdout.count("v set to 1") == 1
     users = request_text(server.requests[-1], "user")
     assert "set v to 1" in users and "set v to 2" not in users
 
