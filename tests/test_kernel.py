@@ -294,6 +294,10 @@ def test_a_connection_file_attaches_to_a_running_kernel(tmp_path):
     km = KernelManager(kernel_name="python3")
     km.start_kernel(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        own = km.client()  # the kernel is up and answering before llmrepl attaches (a loaded CI
+        own.start_channels()  # machine can take longer than the attach's wait to start one)
+        own.wait_for_ready(timeout=120)
+        own.stop_channels()
         ex = KernelExecutor(connector(km.connection_file))
         assert ex.wait_ready(60), ex.start_error
         assert ex.run("shared = 5\nshared * 2").value_repr == "10"

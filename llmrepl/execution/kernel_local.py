@@ -173,6 +173,9 @@ def start_local(name: str = "python3", *, extra_env: dict[str, str] | None = Non
     return client, LocalHandle(manager, name, folder)
 
 
+ATTACH_TIMEOUT = 30.0  # a running kernel answers at once; a busy machine or one just started may not
+
+
 def connect_file(path: str) -> tuple[Any, Any]:
     """Attach to the running kernel a connection file describes."""
     jc = _jupyter()
@@ -194,7 +197,7 @@ def connect_file(path: str) -> tuple[Any, Any]:
         raise KernelUnavailable(f"{path} is not a kernel connection file ({exc})") from None
     client.start_channels()
     try:
-        client.wait_for_ready(timeout=10)
+        client.wait_for_ready(timeout=ATTACH_TIMEOUT)
     except RuntimeError:
         client.stop_channels()
         raise KernelUnavailable(f"the kernel of {path} does not answer (is it still running?)") from None
