@@ -51,6 +51,9 @@ def test_timeit_runs_the_statement_n_times_r_rounds(ex: Executor) -> None:
     assert r.ok, r.error
     assert len(ex.namespace["calls"]) == 15
     assert "per loop (mean ± std. dev. of 3 runs, 5 loops each)" in r.stdout
+    r = ex.run("%timeit -n2 -r1 calls.append(1)")  # the values written on, as IPython takes them
+    assert r.ok, r.error
+    assert len(ex.namespace["calls"]) == 17 and "of 1 run, 2 loops each)" in r.stdout
 
 
 def test_timeit_without_n_picks_a_loop_count(ex: Executor) -> None:

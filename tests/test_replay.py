@@ -384,3 +384,9 @@ def test_a_ctrl_c_between_replayed_cells_ends_the_replay_without_a_traceback(tmp
     assert "re-ran 1 cells; you interrupted the replay at cell 1: the 2 cells after it were not re-run" in display.lines
     assert again.executor.namespace["a"] == 1 and "b" not in again.executor.namespace
     assert again.run_direct("d = 4").cell == 4
+    # an /undo that replays (not plain data) runs only what the interrupted replay ran, then d
+    again.journal.append = append  # type: ignore[method-assign]
+    again.run_direct("from fractions import Fraction\nhalf = Fraction(1, 2)")
+    again.run_direct("e = 5")
+    assert "replayed cells 1, 4-5" in again.undo().summary
+    assert set(again.executor.user_variables()) == {"a", "d", "Fraction", "half"}

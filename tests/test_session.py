@@ -410,6 +410,31 @@ def test_snapshots_never_bring_back_what_was_reset_or_undone(tmp_path):
     assert not ({"old_secret", "fresh", "undone_var"} & set(other.executor.user_variables()))
 
 
+def test_a_resume_never_restores_a_snapshot_older_than_the_last_cell(tmp_path):
+    from llmrepl.engine.resume import resume
+    from llmrepl.store.snapshots import SnapshotError, SnapshotStore
+    from llmrepl.store.transcript import load_session
+
+    path = tmp_path / "s.jsonl"
+    session = Session(ScriptedModel(["```python\na = 1\n```", "ok", "```python\nb = 2\n```", "ok"]), Executor(),
+                      display=NullDisplay(), journal=Journal(path))
+    store = SnapshotStore(tmp_path / "snaps")
+    session.enable_snapshots(store)
+    session.step("one", AutoApprove())
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise SnapshotError("disk full")
+
+    store.save = disk_full  # type: ignore[method-assign]  # snapshots turn off: cell 2 has none
+    session.step("two", AutoApprove())
+    session.journal.close()
+    again = Session(ScriptedModel([]), Executor(), display=NullDisplay(), journal=Journal(None))
+    again.enable_snapshots(SnapshotStore(tmp_path / "snaps"))
+    resume(again, load_session(path), again.display, confirm=lambda question, listing: True)
+    assert again.executor.namespace["b"] == 2  # cell 2 re-run, not lost behind the snapshot of cell 1
+    assert "rebuilt by re-running 2 earlier cells" in again.messages[-1]["content"]
+
+
 def test_an_internal_error_costs_the_message_not_the_session():
     class Broken(NullDisplay):
         def answer_end(self, completion):

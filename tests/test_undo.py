@@ -173,6 +173,22 @@ def test_undo_after_resume_replays_the_earlier_runs_cells(tmp_path):
     assert session.executor.namespace["base"] == [1, 2]
 
 
+def test_undo_after_a_declined_resume_never_re_runs_the_declined_cells(tmp_path):
+    path, log = tmp_path / "s.jsonl", tmp_path / "runs.log"
+    first, _ = make(fenced(f"with open({str(log)!r}, 'a') as f:\n    f.write('x')\ndel f\nold = 1"), "ok", journal=Journal(path))
+    first.step("one", AutoApprove())
+    first.journal.close()
+
+    session, _ = make(fenced(NOT_PLAIN), "ok", fenced("later = 2"), "ok", journal=Journal(path))
+    resume(session, load_session(path), NullDisplay(), confirm=lambda question, listing: False)  # "n"
+    session.step("two", AutoApprove())
+    session.step("three", AutoApprove())
+    text = dispatch("/undo", session).text
+    assert "replayed cell 2 " in text and log.read_text() == "x"  # cell 1 ran once, in the first run
+    assert names(session) == {"Fraction", "half"}  # `old` stays gone, as the user chose
+    session.journal.close()
+
+
 # -- by snapshot (repl.snapshots on) ----------------------------------------------------
 
 

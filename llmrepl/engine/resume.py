@@ -64,7 +64,7 @@ def resume(session: Session, stored: StoredSession, display: Display, *,
     # numbers never repeat: the next new cell comes after every cell the journal names
     session.executor.cell_count = max(session.executor.cell_count, highest_cell(stored.records))
 
-    if _from_snapshot(session, display):
+    if _from_snapshot(session, display, newest=max((c.cell for c in stored.cells if c.completed), default=0)):
         return
     plan = plan_replay(stored.cells)
     cells = plan.to_run()
@@ -84,8 +84,12 @@ def resume(session: Session, stored: StoredSession, display: Display, *,
         display.notice("namespace not restored: variables from the earlier session do not exist now", "warning")
         session.note("This session was resumed in a new llmrepl process and the namespace was NOT restored: "
                      "variables, imports and functions from earlier cells do not exist now. Recreate what you need.")
+        session.cell_log = []  # not in the namespace: an /undo must not re-run what the user declined
         return
-    _report(session, display, plan, len(cells), session.replay(cells))
+    results = session.replay(cells)
+    if results and len(results) < len(cells):  # Ctrl-C ended the replay: the cells after it did not run
+        session.cell_log = [c for c in session.cell_log if c.cell <= results[-1].cell]
+    _report(session, display, plan, len(cells), results)
 
 
 def _not_rerun(skipped: list[PlannedCell]) -> str:
@@ -129,7 +133,9 @@ def _report(session: Session, display: Display, plan: ReplayPlan, planned: int, 
     session.note(note)
 
 
-def _from_snapshot(session: Session, display: Display) -> bool:
+def _from_snapshot(session: Session, display: Display, *, newest: int = 0) -> bool:
+    """Restore the newest snapshot, unless a cell after it ran (snapshots had been turned off
+    by a write error): then False, and the cells are replayed instead."""
     store = session.snapshots
     if store is None:
         return False
@@ -137,6 +143,10 @@ def _from_snapshot(session: Session, display: Display) -> bool:
     if not keys:
         return False
     key = max(keys, key=lambda k: int(k[5:]))
+    if int(key[5:]) < newest:
+        display.notice(f"the newest snapshot is from after cell {int(key[5:])}, but cell {newest} ran later: "
+                       "re-running cells instead", "warning")
+        return False
     report = store.restore(key, session.executor.namespace)
     if report.error is not None:
         display.notice(f"could not restore the snapshot: {report.error}; re-running cells instead", "warning")

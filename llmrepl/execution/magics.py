@@ -389,6 +389,8 @@ def timeit_options(args: str) -> tuple[int, int, bool, str]:
     rest = args.lstrip()
     while rest.startswith("-"):
         flag, _, tail = rest.partition(" ")
+        if flag[:2] in ("-n", "-r") and flag[2:].isdigit():  # -n10, as IPython takes it too
+            flag, tail = flag[:2], f"{flag[2:]} {tail}"
         if flag in ("-n", "-r"):
             value, _, tail = tail.lstrip().partition(" ")
             if not value.isdigit() or int(value) < 1:
