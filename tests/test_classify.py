@@ -239,3 +239,32 @@ def test_pygments_loads_only_when_python_is_typed() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["False", "True"], done.stderr
+
+
+def test_enter_in_an_unfinished_block_continues_it_as_ipython_does(ui, tmp_path: Path) -> None:
+    """``for i in range(3):`` + Enter starts an indented line instead of asking the model about
+    a fragment; Enter on a line of only spaces runs the block. An English line ending in ':'
+    is still a message."""
+    session, model, out, display = ui
+    _run(session, display, "for i in range(3):\rprint('row', i)\r\rnote this:\r\x04", tmp_path)
+    text = out.getvalue()
+    assert "row 0" in text and "row 2" in text
+    assert len(model.calls) == 1  # only the English line
+    assert without_state(model.calls[0]["messages"][-1]["content"]).endswith("note this:")
+
+
+@pytest.mark.parametrize("text,indent", [
+    ("for i in range(3):", "    "),
+    ("def f(x):\n    if x:", "        "),
+    ("total = sum([1,", ""),
+    ("x = 1 + \\", ""),
+    ("for i in range(3):\n    print(i)\n    ", None),   # a line of only spaces ends the block
+    ("x = 1", None),
+    ("what should I do:", None),
+    ("tell me about pandas (the library", None),
+    ("/py for i in x:", None),
+])
+def test_which_input_continues_on_enter(text: str, indent: str | None) -> None:
+    from llmrepl.terminal.routing import continues_python
+
+    assert continues_python(text) == indent

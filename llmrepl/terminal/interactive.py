@@ -33,7 +33,7 @@ from llmrepl.execution.guards import TerminalStreams
 from llmrepl.terminal.completion import MenuPromptSession, completer
 from llmrepl.terminal.display import TerminalDisplay
 from llmrepl.terminal.gate import TerminalReviewer
-from llmrepl.terminal.routing import MODEL_PROMPT, InputRouter, RoutedLexer
+from llmrepl.terminal.routing import MODEL_PROMPT, InputRouter, RoutedLexer, continues_python
 from llmrepl.terminal.sanitize import sanitize
 
 __all__ = ["TerminalUI", "SafeFileHistory"]
@@ -188,6 +188,12 @@ class TerminalUI:
         def _newline(event: KeyPressEvent) -> None:
             event.current_buffer.insert_text("\n")
 
+        # As in IPython: Enter in an unfinished block (``for i in x:``, an open bracket) starts
+        # the next line, indented; Enter on a line of only spaces, or on finished code, sends.
+        @kb.add("enter", filter=~armed & Condition(lambda: self._continues() is not None))
+        def _continue(event: KeyPressEvent) -> None:
+            event.current_buffer.insert_text("\n" + (self._continues() or ""))
+
         # A message put back after a failed request is shown selected, as the notice says:
         # Enter resends it, the first character typed (or pasted) replaces it, Backspace
         # clears it, and an arrow key keeps it for editing.
@@ -204,6 +210,9 @@ class TerminalUI:
             self._clear_put_back(event.current_buffer)
 
         return kb
+
+    def _continues(self) -> str | None:
+        return continues_python(self.prompt.default_buffer.text)
 
     def _clear_put_back(self, buffer: Buffer) -> None:
         self._replace_armed = False

@@ -110,3 +110,27 @@ class RoutedLexer(Lexer):
 
             self._python = PygmentsLexer(PythonLexer)
         return self._python.lex_document(document)
+
+
+def continues_python(text: str) -> str | None:
+    """IPython's Enter in a block: when ``text`` is Python that is not finished yet (``for i in
+    x:``, an open bracket, a trailing backslash), the indentation the next line starts with;
+    None when Enter should send it. A last line of only spaces ends the block, as in IPython.
+    English never continues: a question ending in ':' or '(' is not valid Python so far."""
+    if not text.strip() or text.lstrip().startswith("/") or len(text) > LIVE_LIMIT:
+        return None
+    last = text.rsplit("\n", 1)[-1]
+    if "\n" in text and not last.strip():
+        return None
+    import codeop
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SyntaxWarning for a string's odd escapes, say
+            if codeop.compile_command(text, "<input>", "single") is not None:
+                return None
+    except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError):
+        return None
+    indent = last[: len(last) - len(last.lstrip())]
+    return indent + "    " if last.rstrip().endswith(":") else indent
