@@ -42,6 +42,13 @@ ESC = r"(?:\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
 
+class Discard:
+    """A cell's output sink that keeps nothing: the benchmarks time the work, not a terminal."""
+
+    def write(self, stream: str, text: str) -> None:
+        pass
+
+
 def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 

@@ -33,10 +33,6 @@ TARGET_RATIO = 3.0
 SRC = "x = 1"
 
 
-class Discard:
-    def write(self, stream: str, text: str) -> None:
-        pass
-
 
 def run_executor(ex: Executor, k: int) -> float:
     run = ex.run
@@ -75,7 +71,7 @@ def main() -> int:
     quick = C.quick_flag()
     C.header("executor overhead, trivial cell", quick)
     rounds, k = (2, 200) if quick else (20, 1000)
-    ex = Executor(sink=Discard())
+    ex = Executor(sink=C.Discard())
     r0 = ex.run(SRC)
     assert r0.ok and ex.namespace["x"] == 1, r0
     ns: dict = {}
@@ -89,7 +85,7 @@ def main() -> int:
 
     # The app's path: fds 1/2 captured (execution/fdcapture.py), so each cell also drains the
     # pipes. Nothing may print while they are captured: the results are printed after.
-    ex_fd = Executor(sink=Discard())
+    ex_fd = Executor(sink=C.Discard())
     ex_fd.capture_fds()
     try:
         fd_exe, fd_bare = alternate(ex_fd, ns, rounds, k)

@@ -30,10 +30,6 @@ TARGET_RATIO = 1.3
 SRC = "x = 1"
 
 
-class Discard:
-    def write(self, stream: str, text: str) -> None:
-        pass
-
 
 def bare_cell(kc: Any) -> None:
     msg_id = kc.execute(SRC)
@@ -99,7 +95,7 @@ def main() -> int:
     t0 = time.perf_counter()
     kc, handle = start_local("python3")
     start = time.perf_counter() - t0
-    ex = KernelExecutor(lambda: (kc, handle), sink=Discard())
+    ex = KernelExecutor(lambda: (kc, handle), sink=C.Discard())
     try:
         assert ex.wait_ready(60), ex.start_error
         r0 = ex.run(SRC)

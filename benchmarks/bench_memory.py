@@ -35,12 +35,8 @@ sys.path.insert(0, sys.argv[2])
 import _common as C
 from llmrepl.execution.executor import Executor
 
-class Discard:
-    def write(self, stream, text):
-        pass
-
 lines = int(sys.argv[1])
-ex = Executor(sink=Discard())
+ex = Executor(sink=C.Discard())
 r = ex.run("y = sum(range(1000))\nprint(y)")
 assert r.ok, r.error
 idle = C.proc_status()

@@ -56,10 +56,6 @@ FRAME_CELLS = ["import numpy as np\nimport pandas as pd",
                "df['c'] = df['a'] * 2", "total = int(df['c'].sum())", "label = f'total {total}'"]
 
 
-class Discard:
-    def write(self, stream: str, text: str) -> None:
-        pass
-
 
 def run_recorded(ex: Executor, log: list, k: int) -> float:
     run = ex.run
@@ -94,7 +90,7 @@ def per_cell(ex: Executor, rounds: int, k: int) -> tuple[list[float], list[float
 
 def session_with(cells: list[str], snapshots: Path | None = None) -> tuple[Session, list[float]]:
     """A session that ran ``cells`` with /py (one exchange each); the seconds each took."""
-    session = Session(ScriptedModel([]), Executor(sink=Discard()), display=NullDisplay())
+    session = Session(ScriptedModel([]), Executor(sink=C.Discard()), display=NullDisplay())
     if snapshots is not None:
         from llmrepl.store.snapshots import SnapshotStore
 
@@ -131,7 +127,7 @@ def main() -> int:
     rows = []
 
     # -- the record alone, in a tight loop (best of 5): what the rewind adds to a cell ----
-    sample = Executor(sink=Discard()).run(SRC)
+    sample = Executor(sink=C.Discard()).run(SRC)
     n = 2000 if quick else 20000
     best = float("inf")
     for _ in range(5):
@@ -145,7 +141,7 @@ def main() -> int:
     # -- per-cell overhead: small namespace, then with a 1 M-row DataFrame in it ----------
     for label, setup in (("small namespace", None), (f"{FRAME_ROWS // 1_000_000} M-row DataFrame in the namespace",
                                                       FRAME_CELLS[:2])):
-        ex = Executor(sink=Discard())
+        ex = Executor(sink=C.Discard())
         for code in setup or []:
             assert ex.run(code).ok
         assert ex.run(SRC).ok
@@ -179,7 +175,7 @@ def main() -> int:
 
     # -- the plain-data copy kept at the start of each exchange ----------------------------
     for label, setup in (("small namespace", SMALL_CELLS), ("1 M-row DataFrame in the namespace", FRAME_CELLS)):
-        ex = Executor(sink=Discard())
+        ex = Executor(sink=C.Discard())
         for code in setup:
             assert ex.run(code).ok
         taken = copy_of(ex.namespace)

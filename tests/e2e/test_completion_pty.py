@@ -12,7 +12,6 @@ import launch
 import pexpect
 import pyte
 import pytest
-from launch import PROMPT
 
 ROWS, COLS = launch.DIMENSIONS
 TAB, CTRL_U = "\t", "\x15"
@@ -55,20 +54,12 @@ def wait_for(child: pexpect.spawn, screen: Screen, ready: Callable[[], bool], wh
 
 
 @pytest.fixture
-def repl(server):
-    children: list[pexpect.spawn] = []
-
+def repl(pty_llmrepl):
     def start() -> tuple[pexpect.spawn, Screen]:
-        child = launch.spawn(["--base-url", server.base_url])
         screen = Screen()
-        child.logfile_read = screen
-        children.append(child)
-        child.expect_exact(PROMPT)
-        return child, screen
+        return pty_llmrepl(logfile=screen), screen
 
-    yield start
-    for child in children:
-        child.terminate(force=True)
+    return start
 
 
 def run_py(child: pexpect.spawn, screen: Screen, code: str) -> None:

@@ -16,7 +16,6 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import launch
 import pexpect
 import pytest
 from launch import PROMPT, run
@@ -37,18 +36,8 @@ def records(home: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def spawn(server):
-    children: list[pexpect.spawn] = []
-
-    def start(*args: str) -> pexpect.spawn:
-        child = launch.spawn(["--base-url", server.base_url, *args], env=launch.child_env(tty=True), timeout=90)
-        child.logfile_read = io.StringIO()
-        children.append(child)
-        return child
-
-    yield start
-    for child in children:
-        child.terminate(force=True)
+def spawn(pty_llmrepl):
+    return lambda *args: pty_llmrepl(*args, logfile=io.StringIO(), wait=False, timeout=90)
 
 
 def test_cells_run_in_the_kernel_process_and_vars_reads_the_kernel(server, clean_env):

@@ -8,23 +8,13 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from launch import PROMPT, spawn
+from launch import PROMPT
 
 
 @pytest.fixture
-def repl(server, tmp_path: Path):  # type: ignore[no-untyped-def]
+def repl(pty_llmrepl, tmp_path: Path):  # type: ignore[no-untyped-def]
     """The real command in a pty, in ``tmp_path``, pointed at the fake server."""
-    children: list[pexpect.spawn] = []
-
-    def start(*args: str) -> pexpect.spawn:
-        child = spawn(["--base-url", server.base_url, *args], cwd=str(tmp_path))
-        children.append(child)
-        child.expect_exact(PROMPT)
-        return child
-
-    yield start
-    for child in children:
-        child.terminate(force=True)
+    return lambda *args: pty_llmrepl(*args, cwd=str(tmp_path))
 
 
 def typed(child: pexpect.spawn, line: str, *expected: str) -> None:

@@ -11,7 +11,6 @@ import io
 import json
 from pathlib import Path
 
-import launch
 import pexpect
 import pytest
 from launch import PROMPT, run
@@ -22,19 +21,8 @@ BACK = "your message is back in the input line: Enter resends it; typing replace
 
 
 @pytest.fixture
-def spawn(server):
-    children: list[pexpect.spawn] = []
-
-    def start(*args: str) -> pexpect.spawn:
-        child = launch.spawn(["--base-url", server.base_url, *args], env=launch.child_env(tty=True))
-        child.logfile_read = io.StringIO()
-        children.append(child)
-        child.expect_exact(PROMPT)
-        return child
-
-    yield start
-    for child in children:
-        child.terminate(force=True)
+def spawn(pty_llmrepl):
+    return lambda *args: pty_llmrepl(*args, logfile=io.StringIO())
 
 
 def last_user_text(request: dict) -> str:

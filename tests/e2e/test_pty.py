@@ -13,19 +13,9 @@ SMALL = (24, 80)
 
 
 @pytest.fixture
-def repl(server):
+def repl(pty_llmrepl):
     """Start the real command in a pty, pointed at the fake server, and wait for ``llm>``."""
-    children: list[pexpect.spawn] = []
-
-    def start(*args: str) -> pexpect.spawn:
-        child = spawn(["--base-url", server.base_url, *args])
-        children.append(child)
-        child.expect_exact(PROMPT)
-        return child
-
-    yield start
-    for child in children:
-        child.terminate(force=True)
+    return pty_llmrepl
 
 
 def ask(child: pexpect.spawn, text: str) -> None:

@@ -13,7 +13,7 @@ import time
 import pexpect
 import pyte
 import pytest
-from launch import DIMENSIONS, PROMPT, spawn
+from launch import DIMENSIONS, PROMPT
 
 from llmrepl.context.builder import without_state
 
@@ -68,19 +68,13 @@ class Terminal:
 
 
 @pytest.fixture
-def terminal(server):
-    children: list[pexpect.spawn] = []
-
+def terminal(pty_llmrepl):
     def start() -> Terminal:
-        child = spawn(["--base-url", server.base_url], encoding="utf-8")
-        children.append(child)
-        term = Terminal(child)
+        term = Terminal(pty_llmrepl(wait=False))
         term.shows(PROMPT)
         return term
 
-    yield start
-    for child in children:
-        child.terminate(force=True)
+    return start
 
 
 def test_python_never_reaches_the_server_and_english_reaches_it_once(terminal, server) -> None:
