@@ -127,7 +127,7 @@ def _vars(session: Session, arg: str) -> str:
 
 @command("restart", "with --kernel: a fresh kernel, and this session's cells re-run in it")
 def _restart(session: Session, arg: str) -> CommandResult:
-    if not hasattr(session.executor, "needs_restart"):
+    if session.executor.in_process:
         return CommandResult("/restart is for --kernel: here cells run inside llmrepl (/reset empties the namespace)",
                              level="error")
     from llmrepl.engine.kernel_restart import restart_and_replay

@@ -219,7 +219,7 @@ class Copy(NamedTuple):
 def keep_copy(session: Session) -> None:
     """At the start of an exchange: keep a copy of the namespace if it is small plain data
     (and no snapshot store does the job), keyed by the cell count it mirrors."""
-    if session.snapshots is not None or hasattr(session.executor, "needs_restart"):
+    if session.snapshots is not None or not session.executor.in_process:
         return  # a kernel's namespace is stand-ins for values in another process: replay rewinds it
     first = session.executor.cell_count
     copies = session.ns_copies

@@ -137,6 +137,8 @@ class ExecResult:
 class Executor:
     """A persistent namespace plus ``run(source) -> ExecResult``. Not thread-safe; one cell at a time."""
 
+    in_process = True  # the namespace's values live here (KernelExecutor: in another process)
+
     def __init__(
         self,
         namespace: dict[str, Any] | None = None,

@@ -57,6 +57,8 @@ _DIED = ("the kernel died while cell {n} ran{how}: os._exit, a crash (a segfault
 class KernelExecutor:
     """Runs cells in a Jupyter kernel; ``run(source) -> ExecResult``, never raising."""
 
+    in_process = False  # ``namespace`` holds stand-ins; the values live in the kernel
+
     def __init__(
         self,
         connect: Callable[[], tuple[KernelClient, KernelHandle]],
