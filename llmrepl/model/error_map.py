@@ -232,7 +232,7 @@ def to_model_error(
     def clean(text: str, limit: int) -> str:  # redacted before it is cut, so no piece is left
         return _one_line(red(text), limit)
     kept = " The partial answer is kept." if partial else ""
-    resend = "send the message again (press Enter on it) to retry"
+    resend = "send the message again to retry"
     tries = f" after {max_retries + 1} attempts" if max_retries else ""
     openai: Any = sys.modules.get("openai")
     kind, retryable, status = "bad_response", False, None

@@ -148,6 +148,8 @@ def test_stream_cut_mid_answer(server):
     r.assert_ok(journaled=[("user", MSG), "The first half of the answer arrived"])
     assert "The first half of the answer arrived and then" in r.stdout, "the partial answer was never shown"
     assert r.said("lost", "cut", "incomplete"), r.excerpt()
+    # batch mode has no input line to press Enter on: the advice must not say so
+    assert r.said("send the message again") and not r.said("press Enter"), r.excerpt()
 
 
 def test_stream_stalls_longer_than_timeout(server, tmp_path):
