@@ -313,6 +313,22 @@ def test_exportable_help_and_run_and_pip_compile() -> None:
         assert len(out.splitlines()) in (n, n + 1)  # line for line; %%time adds its print
 
 
+def test_an_exported_help_prints_the_doc_without_opening_a_pager(tmp_path: Path) -> None:
+    """``len?`` in a .py export run in a terminal prints the doc; help() would stop the
+    script in a pager (here one that leaves a marker)."""
+    import pexpect
+
+    script = tmp_path / "export.py"
+    script.write_text(exportable("len?\nprint('after help')") + "\n")
+    marker = tmp_path / "paged"
+    child = pexpect.spawn(sys.executable, [str(script)], cwd=str(tmp_path), encoding="utf-8", timeout=30,
+                          env={**os.environ, "PAGER": f"touch {marker}; cat", "MANPAGER": f"touch {marker}; cat"})
+    child.expect(pexpect.EOF)
+    child.close()
+    assert "Return the number of items" in (child.before or "") and "after help" in (child.before or "")
+    assert not marker.exists(), "the exported script opened a pager"
+
+
 # -- the terminal shows `!cmd` as a shell command ------------------------------------------
 
 

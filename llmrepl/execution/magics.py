@@ -346,7 +346,8 @@ def _export_line(m: _Magic) -> str:
     if m.kind == "help":
         if m.args == "??":
             return f"import inspect; print(inspect.getsource({m.name}))"
-        return f"help({m.name})"
+        # help() would open a pager in a terminal and stop the script there
+        return f"import pydoc; print(pydoc.render_doc({m.name}, renderer=pydoc.plaintext))"
     args = m.args
     if m.name == "time":
         if not _simple(args):  # a compound statement cannot follow a semicolon
