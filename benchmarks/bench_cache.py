@@ -104,7 +104,7 @@ def _tiny_model(binary: Path, folder: Path) -> Path:
     return out
 
 
-def run_llama_server(binary: Path, turns: int) -> tuple[list[int], list[int], list[int]]:
+def run_llama_server(binary: Path, turns: int, window: int = WINDOW) -> tuple[list[int], list[int], list[int]]:
     """(prompt tokens, cached tokens) per request as the server's usage reports them, and the
     tokens its log says it evaluated for each prompt."""
     import urllib.request
@@ -121,7 +121,7 @@ def run_llama_server(binary: Path, turns: int) -> tuple[list[int], list[int], li
         log_path = Path(tmp) / "server.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen([str(binary), "-m", str(model_path), "--host", "127.0.0.1", "--port", str(port),
-                                     "-c", str(WINDOW), "-np", "1", "--jinja", "-t", "2"],
+                                     "-c", str(window), "-np", "1", "--jinja", "-t", "2"],
                                     stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 120
@@ -138,7 +138,7 @@ def run_llama_server(binary: Path, turns: int) -> tuple[list[int], list[int], li
             model = OpenAIModel("tiny", base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0,
                                 max_output_tokens=8, temperature=0.0)
             session = Session(model, Executor(), display=NullDisplay(),
-                              context=Context(context_window=WINDOW, reserve=RESERVE))
+                              context=Context(context_window=window, reserve=RESERVE))
             prompts: list[int] = []
             cached: list[int] = []
             for i in range(turns):
@@ -166,6 +166,12 @@ def llama_rows(binary: Path, quick: bool) -> list[dict[str, Any]]:
     print(f"   llama-server {binary}: {len(prompts)} requests; prompt tokens {sum(prompts):,}, "
           f"cached {sum(cached):,} ({share:.1%})")
     print("   evaluated per request (its log): " + " ".join(str(x) for x in evaluated))
+    # its ceiling: the same session in a window it never outgrows (each request here is one
+    # turn, a /py result and a question, all of it new: ~440 tokens a request)
+    open_prompts, open_cached, _ = run_llama_server(binary, turns, window=4 * WINDOW)
+    ceiling = sum(open_cached) / max(sum(open_prompts), 1)
+    print(f"   llama-server never cut (-c {4 * WINDOW:,}): {sum(open_cached):,} of {sum(open_prompts):,} "
+          f"cached ({ceiling:.1%})")
     return [
         C.row("llama-server: prompt tokens served from its cache", median=f"{share:.1%}",
               target=f">= {TARGET_SHARE:.0%}", ok=share >= TARGET_SHARE,
@@ -173,6 +179,8 @@ def llama_rows(binary: Path, quick: bool) -> list[dict[str, Any]]:
         C.row("llama-server: tokens evaluated per request, last 10 / first 10 (medians)", median=f"{ratio:.2f}x",
               target=f"<= {TARGET_RATIO}x", ok=ratio <= TARGET_RATIO,
               note=f"{m60:,.0f} vs {m10:,.0f} (its log's prompt eval counts)"),
+        C.row(f"llama-server ceiling: the same session never cut (-c {4 * WINDOW:,})", median=f"{ceiling:.1%}",
+              ok=None, note="what only the new part of each request leaves uncached"),
     ]
 
 

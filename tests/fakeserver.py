@@ -69,6 +69,9 @@ class FakeOpenAI:
         self.strict_models = False  # 404 model_not_found for models not in self.models
         self.default_reply: str | None = None  # answer with this when the queue is empty
         self.measure_usage = False  # prompt_tokens: the rendered prompt's count (see above)
+        self.token_chars = CHARS_PER_TOKEN  # what measure_usage counts as a token (its tokenizer)
+        self.n_ctx: int | None = None  # llama.cpp's -c: a longer measured prompt gets its HTTP 400
+        self.overflows = 0  # requests refused for that
         self.prompts: list[str] = []  # each chat request rendered as the cache sees it
         self.cached: list[int] = []  # cached_tokens reported for each (before any cap)
         self.disconnects = 0  # streams the client closed before the end
@@ -296,7 +299,14 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(400, _error_body("We could not parse the JSON body of your request.", None))
         fake.requests.append(req)
         prompt = render_prompt(req)
-        fake.cached.append(cached_tokens(prompt, fake.prompts))
+        measured = int(len(prompt) / fake.token_chars + 0.999)
+        if fake.n_ctx is not None and measured > fake.n_ctx:  # server-context.cpp's error, verbatim shape
+            fake.overflows += 1
+            return self._send(400, json.dumps({"error": {
+                "code": 400, "type": "exceed_context_size_error", "n_prompt_tokens": measured, "n_ctx": fake.n_ctx,
+                "message": f"request ({measured} tokens) exceeds the available context size ({fake.n_ctx} tokens), "
+                           "try increasing it"}}).encode())
+        fake.cached.append(cached_tokens(prompt, fake.prompts, fake.token_chars))
         fake.prompts.append(prompt)
         fake.headers.append({k.lower(): v for k, v in self.headers.items()})
         if not self._authorized():
@@ -308,7 +318,6 @@ class _Handler(BaseHTTPRequestHandler):
                 "model_not_found"))
         r = fake._pop()
         if r is not None and r.usage is not None and len(r.usage) == 2:
-            measured = (len(prompt) + 3) // 4
             p = measured if fake.measure_usage else r.usage[0]
             r.usage = (p, r.usage[1], min(fake.cached[-1], p))
         if r is None:
@@ -439,14 +448,14 @@ def render_prompt(req: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def cached_tokens(prompt: str, earlier: list[str]) -> int:
+def cached_tokens(prompt: str, earlier: list[str], chars_per_token: float = CHARS_PER_TOKEN) -> int:
     """OpenAI's rule: the longest prefix shared with an earlier request, in 128-token blocks
     past the first 1,024 tokens; nothing below 1,024."""
     best = 0
     for old in earlier:
         n = len(os.path.commonprefix([old, prompt]))
         best = max(best, n)
-    tokens = best // CHARS_PER_TOKEN
+    tokens = int(best // chars_per_token)
     if tokens < 1024:
         return 0
     return 1024 + (tokens - 1024) // 128 * 128

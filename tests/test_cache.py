@@ -25,7 +25,8 @@ def _stable(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     content = last.get("content")
     if isinstance(content, str) and content.startswith(STATE_PREFIX):
         return head
-    assert isinstance(content, str) and "\n\n" + STATE_PREFIX in content, "the state goes last"
+    if not (isinstance(content, str) and "\n\n" + STATE_PREFIX in content):
+        return messages  # nothing changed since the last note: no note this time
     return [*head, {**last, "content": without_state(content)}]
 
 
@@ -241,3 +242,80 @@ def test_a_tool_result_does_not_repeat_the_code_of_the_call_unless_it_was_edited
     assert "orig_marker = 1" not in tools[0] and "the code of your call, unchanged" in tools[0]
     assert "1" in tools[0].split("Output")[1]
     assert "edited_marker = 2" in tools[1] and "The user edited your code" in tools[1]
+
+
+def _data_session(server: Any, window: int, turns: int, first_lines: int = 6) -> Session:
+    """``turns`` questions, each answered by a run_python call that prints ~lines of data."""
+    session = _sdk_session(server, window)
+    for i in range(turns):
+        lines = first_lines if i == 0 else 6
+        code = f"d{i} = {i}\nfor k in range({lines}):\n    print('row', k, 'value', k * {i}, 'text ' * 8)"
+        server.reply(tool_calls=[("run_python", json.dumps({"code": code}))])
+        server.reply(f"d{i} is set; " + "the rows look fine. " * 6)
+        session.step(f"question {i}: " + "please look at the next part of the data. " * 6, AutoApprove())
+    return session
+
+
+def test_counts_follow_the_server_so_a_tokenizer_that_counts_more_never_overflows(server):
+    """A llama.cpp model's tokenizer may count 40 % more tokens than the estimate: once the
+    server reported its counts, requests are fitted in its tokens, so its context is never
+    exceeded (the server here refuses as llama.cpp does) and history is cut instead."""
+    server.measure_usage = True
+    server.token_chars = 2.6   # more tokens per character than OpenAI's tokenizers
+    server.n_ctx = 4096
+    session = _data_session(server, 4096, 24)
+    assert server.overflows == 0, "a request exceeded the server's context"
+    assert 1.2 < session.context.scale <= 2.0
+    assert any("left out to fit" in json.dumps(r["messages"][-1]) for r in server.requests)  # it was cut
+    assert "scaled ×" in session.token_report()
+
+
+def test_a_server_that_counts_fewer_tokens_lets_more_history_in_and_odd_counts_are_ignored(server):
+    server.measure_usage = True
+    server.token_chars = 6   # fewer tokens per character than the estimate
+    session = _data_session(server, 100_000, 3)
+    assert 0.85 <= session.context.scale < 1.0
+    # a server that reports something else than the prompt's size (a scripted 10) is ignored
+    server.measure_usage = False
+    other = _data_session(server, 100_000, 3)
+    assert other.context.scale == 1.0 and "scaled" not in other.token_report()
+
+
+def test_the_first_exchange_stays_across_cuts_so_the_cached_prefix_outlives_them(server):
+    """The first exchange (usually the task) is kept when older history is cut: each request
+    after a cut still begins with it byte for byte, so the server serves that prefix from its
+    cache at the cut (with OpenAI's rule, past 1,024 tokens)."""
+    server.measure_usage = True
+    session = _data_session(server, 6000, 24, first_lines=30)
+    reqs = [r["messages"] for r in server.requests]
+    first = reqs[2][1:5]   # question 0, its call, the result and the answer, as first sent
+    cuts = [n for n, m in enumerate(reqs) if "after the first exchange" in json.dumps(m[-1])]
+    assert cuts, "the session must outgrow the window"
+    for n in cuts:
+        assert reqs[n][1:5] == first
+        assert "question 1:" not in json.dumps(reqs[n])
+        assert server.cached[n] >= 1024, (n, server.cached[n])
+    assert "question 0:" in json.dumps(reqs[-1]) and "question 23:" in json.dumps(reqs[-1])
+    assert session.context.last is not None and session.context.last.tokens <= session.context.budget
+
+
+def test_a_first_exchange_too_big_to_keep_is_cut_like_the_rest(server):
+    session = _data_session(server, 6000, 20, first_lines=120)
+    last = json.dumps(server.requests[-1]["messages"])
+    assert "question 0:" not in last and "question 19:" in last
+    assert not any("after the first exchange" in json.dumps(r["messages"]) for r in server.requests)
+    assert session.context.last is not None
+
+
+def test_a_message_after_which_nothing_changed_carries_no_state_note(server):
+    session = _sdk_session(server, 100_000)
+    server.reply(tool_calls=[("run_python", json.dumps({"code": "speed = 3"}))])
+    server.reply("done")
+    session.step("set speed", AutoApprove())
+    server.reply("it is 3")
+    session.step("what is speed?", AutoApprove())
+    msgs = server.requests[-1]["messages"]
+    assert msgs[-1]["content"] == "what is speed?"              # nothing changed since: no note
+    assert "- speed: 3" in json.dumps(msgs[:-1])                   # the note after the cell stays
+    assert "the latest\nnote is current" in msgs[0]["content"].replace(" \\\n", " ") or \
+        "no new note means nothing changed" in msgs[0]["content"]  # the rules explain the notes

@@ -63,6 +63,16 @@ def test_streamed_text_arrives_in_pieces_with_finish_and_usage(srv: FakeOpenAI) 
     assert c.model == "fake-model"
 
 
+@pytest.mark.parametrize("odd", [float("nan"), float("inf"), -3])
+def test_a_server_reporting_odd_token_counts_loses_no_answer(srv: FakeOpenAI, odd: float) -> None:
+    """usage.prompt_tokens as NaN, Infinity or a negative number (a broken proxy): the answer
+    is kept and the count taken as unknown (0), never "unexpected response"."""
+    srv.reply("the answer survives", usage=(odd, 5))  # type: ignore[arg-type]
+    c = make(srv).complete(USER)
+    assert c.text == "the answer survives"
+    assert c.usage is not None and c.usage.prompt_tokens == 0 and c.usage.completion_tokens == 5
+
+
 def test_non_stream_mode_calls_on_text_once(srv: FakeOpenAI) -> None:
     srv.reply("whole answer", usage=(3, 2))
     pieces: list[str] = []

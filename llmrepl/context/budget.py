@@ -29,10 +29,12 @@ def is_llmrepl_note(message: Message) -> bool:
     return message.get("role") == "user" and isinstance(content, str) and content.startswith(NOTE_PREFIX)
 
 
-def dropped_note(n: int) -> str:
-    """What the model is told when messages were left out."""
+def dropped_note(n: int, *, after_first: bool = False) -> str:
+    """What the model is told when messages were left out (``after_first``: between the
+    first exchange, which was kept, and the rest)."""
+    where = " after the first exchange" if after_first else ""
     return (
-        f"{NOTE_PREFIX}{n} earlier message{'s' if n != 1 else ''} of this conversation "
+        f"{NOTE_PREFIX}{n} earlier message{'s' if n != 1 else ''} of this conversation{where} "
         f"{'were' if n != 1 else 'was'} left out to fit the context window."
     )
 

@@ -4,48 +4,55 @@
 it from their prompt cache (a request that begins byte for byte like an earlier one): the
 system prompt holds only the rules, which never change within a session; the history
 follows, from a cut point that moves rarely (when the history outgrows the budget it is cut
-in one step down to ``LOW_WATER`` of it, whole units at a time, by ``budget.fit_messages``);
-what changes (the namespace digest, a new working directory, sys.path additions, "N earlier
-messages were left out") goes last, as a state note at the end of the last message. A note
-stays with the message it was sent after, and the next one says only what changed, so each
-request extends the previous one. It also turns the newest exchange's figure references into
-image parts when ``repl.send_images`` is on (``images.ImageParts``) and merges adjacent user
-messages. The work per request does not grow with the length of the session: the fitter
-walks back from the newest message and per-message counts are cached.
-Every request leaves through the session's ``Redactor`` (``_redacted``), the one gate on the
-way to the model: the digest, the history (text parts included) and tool-call arguments alike.
+in one step down to ``LOW_WATER`` of it, whole units at a time, by ``budget.fit_messages``;
+the first exchange stays when it is small, ``HEAD_SHARE``); what changes (the namespace
+digest, a new working directory, sys.path additions, "N earlier messages were left out")
+goes last, as a state note at the end of the last message (``notes.py``). A note stays
+with the message it was sent after, and the next one says only what changed (or is left
+out when nothing did), so each request extends the previous one. Counts are matched to the
+server's own once it reported some (``observe_usage``). It also turns the newest exchange's
+figure references into image parts when ``repl.send_images`` is on (``images.ImageParts``)
+and merges adjacent user messages. The work per request does not grow with the length of
+the session: the fitter walks back from the newest message and per-message counts are cached.
+Every request leaves through the session's ``Redactor`` (``notes.redacted``), the one gate on
+the way to the model: the digest, the history (text parts included) and tool-call arguments alike.
 """
-
 from __future__ import annotations
 
 import os
 import sys
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from llmrepl.context.budget import (
-    NOTE_PREFIX,
-    FitResult,
-    dropped_note,
-    fit_messages,
-    is_llmrepl_note,
-)
+from llmrepl.context.budget import FitResult, fit_messages, is_llmrepl_note
 from llmrepl.context.digest import NamespaceDigest
 from llmrepl.context.images import ImageParts
-from llmrepl.context.prompts import system_rules, without_tool_calls
-from llmrepl.context.tokens import ApproxCounter, TokenCounter
+from llmrepl.context.notes import (
+    STATE_PREFIX,
+    WHOLE_PREFIX,
+    is_step_result,
+    merge_user_runs,
+    redacted,
+    state_note,
+    with_state,
+    without_state,
+    without_tools,
+)
+from llmrepl.context.prompts import system_rules
+from llmrepl.context.tokens import ApproxCounter, ScaledCounter, TokenCounter
 from llmrepl.errors import ModelError
 from llmrepl.model.pricing import estimate_cost
 from llmrepl.redact import Redactor
 
 __all__ = ["Context", "STATE_PREFIX", "LOW_WATER", "without_state", "without_tools"]
 
-# The current-state message after the history. A user message, not a system one: chat
-# templates of local servers (llama.cpp, vLLM, Ollama) reject or misplace a system message
-# that is not first, and a note the model reads last is the one it treats as current.
-STATE_PREFIX = f"{NOTE_PREFIX}Session state now (written by llmrepl, it replaces any earlier one):"
 # When the history no longer fits, it is cut down to this share of the budget in one step.
-LOW_WATER = 0.5
+LOW_WATER = 0.4
+# The first exchange stays across cuts when it takes at most this share of the budget.
+HEAD_SHARE = 0.2
+# usage.prompt_tokens / our estimate outside this range is not a count of the same thing.
+RATIO_RANGE = (0.5, 2.0)
 
 
 class Context:
@@ -62,7 +69,10 @@ class Context:
         redactor: Redactor | None = None,
         send_images: bool = False,
     ) -> None:
-        self.counter: TokenCounter = counter or ApproxCounter()
+        # counts are matched to the server's own once it reported some (observe_usage)
+        self.scale = 1.0
+        self._ratios: deque[float] = deque(maxlen=4)
+        self.counter = counter or ApproxCounter()
         self.redactor = redactor or Redactor()    # the Session puts its own here
         self.context_window = context_window
         self.reserve = reserve                    # kept free for the answer (max_output_tokens)
@@ -72,6 +82,7 @@ class Context:
         self.digest = NamespaceDigest(count_tokens=self._count)
         self.last: FitResult | None = None
         self.last_digest_tokens = 0
+        self.last_state_tokens = 0   # the state note in the request built last (0: none)
         self._cwd = _cwd()
         self._sys_path = list(sys.path)
         # repl.send_images: figures go to the model as image parts (images.py), until a server
@@ -85,9 +96,63 @@ class Context:
         # repeat them byte for byte
         self._frozen: dict[int, tuple[dict[str, Any], str, dict[str, Any], dict[str, str] | None]] = {}
         self._known: dict[str, str] | None = None   # the digest lines those notes told the model
+        self._sent = 0.0      # the last request sent, as estimated before scaling (observe_usage)
+        self._model = ""      # the model the last request was built for: another one is counted afresh
+        self._head_sent = 0   # messages of the first exchange sent before the cut (0: none, or no cut)
+
+    @property
+    def counter(self) -> TokenCounter:
+        return self._counter
+
+    @counter.setter
+    def counter(self, counter: TokenCounter) -> None:
+        """A new counter (another model's encoding): the server's counts are learnt afresh."""
+        self._counter = counter
+        self._unscaled()
+
+    def _unscaled(self) -> None:
+        self.scale = 1.0
+        self._ratios.clear()
+
+    def counter_view(self) -> TokenCounter:
+        """The counter, its counts matched to the server's once it reported some."""
+        return self.counter if self.scale == 1.0 else ScaledCounter(self.counter, self.scale)
+
+    def observe_usage(self, prompt_tokens: int) -> None:
+        """The server's own count of the last request's prompt (``usage.prompt_tokens``).
+
+        Servers count with their model's tokenizer (a llama.cpp model's is not OpenAI's),
+        so from then on counts are scaled by the ratio seen (the largest of the last four:
+        an underestimate would overflow the window). Counts far off (a server that reports
+        something else, a scripted test count) are ignored, and the scale never goes below
+        0.85: a lower count lets more history in, an overflow costs a retry."""
+        sent = self._sent
+        if sent < 256 or prompt_tokens <= 0:
+            return
+        ratio = prompt_tokens / sent
+        if not RATIO_RANGE[0] <= ratio <= RATIO_RANGE[1]:
+            return
+        self._ratios.append(ratio)
+        self.scale = round(min(max(max(self._ratios), 0.85), RATIO_RANGE[1]), 3)
+
+    def _head(self, history: list[dict[str, Any]], counter: TokenCounter) -> tuple[int, int]:
+        """(messages, tokens) of the first exchange (up to the second message the person
+        typed or ran), or (0, 0) when it takes more than ``HEAD_SHARE`` of the budget or has
+        not ended yet. It is kept when older history is cut."""
+        typed = False
+        tokens, limit = 0, self.budget * HEAD_SHARE
+        for i, message in enumerate(history):
+            starts = message.get("role") == "user" and not is_step_result(message)
+            if starts and typed:
+                return i, int(tokens)
+            typed = typed or (starts and not is_llmrepl_note(message))
+            tokens += counter.count_message(self._frozen_copy(message))
+            if tokens > limit:
+                break
+        return 0, 0
 
     def _count(self, text: str) -> int:
-        return self.counter.count(text)
+        return self.counter_view().count(text)
 
     @property
     def budget(self) -> int:
@@ -119,7 +184,7 @@ class Context:
     def state_text(self, namespace: Mapping[str, Any], dropped: int = 0) -> str:
         """The whole current state: how many messages were left out, a new working directory,
         sys.path additions and the namespace digest."""
-        return self._state(self._digest(namespace), namespace, dropped, None)[0]
+        return state_note(self._digest(namespace), namespace, dropped, None)[0]
 
     def _digest(self, namespace: Mapping[str, Any]) -> str:
         extra = []
@@ -133,32 +198,6 @@ class Context:
                                     redact=self.redactor.redact)
         self.last_digest_tokens = self._count(digest)
         return digest
-
-    @staticmethod
-    def _state(digest: str, namespace: Mapping[str, Any], dropped: int,
-               known: dict[str, str] | None) -> tuple[str, dict[str, str]]:
-        """(state text, what the model knows after reading it). With ``known`` (what the state
-        notes still in the history told it) only the changes are written: the earlier notes
-        stay in the history unchanged, so the cached prefix keeps growing."""
-        header, *lines = digest.split("\n")
-        now = {_line_key(line): line for line in lines if not line.startswith("- ... and ")}
-        if known is None:
-            left_out = f" {dropped_note(dropped)[len(NOTE_PREFIX):]}" if dropped else ""
-            return f"{STATE_PREFIX}{left_out}\nThe namespace now holds:\n{digest}", now
-        new = [line for key, line in now.items() if known.get(key) != line]
-        # a key still in the digest is not gone ("- modules" is the line of all modules, not a name)
-        gone = [k[2:] for k in known
-                if k.startswith("- ") and k not in now and k[2:].isidentifier() and k[2:] not in namespace]
-        told = {k: v for k, v in known.items() if k[2:] not in gone}
-        told.update(now)
-        if not new and not gone:
-            return f"{STATE_PREFIX} the namespace is as the last state note above says.", told
-        text = f"{STATE_PREFIX} the namespace changed since the last state note above ({header.rstrip(':')}):"
-        if new:
-            text += "\n" + "\n".join(new)
-        if gone:
-            text += "\n- no longer defined: " + ", ".join(gone)
-        return text, told
 
     def _frozen_copy(self, message: dict[str, Any]) -> dict[str, Any]:
         entry = self._frozen.get(id(message))
@@ -178,32 +217,43 @@ class Context:
         then stays the same for many requests instead of moving every turn.
         ``commit=False`` (/tokens) leaves no trace for later requests."""
         rules = self.system_prompt()
+        if model and model != self._model:
+            if self._model:
+                self._unscaled()   # /model: another model's tokenizer; its server's counts are learnt afresh
+            self._model = model
         if self._cut and (self._cut >= len(history) or history[self._cut] is not self._cut_msg):
             self._cut, self._cut_msg = 0, None   # /reset, or a resumed history: start again
         cut = self._cut
         again = self._frozen.pop(id(history[-1]), None) if history else None
         if again is not None and again[0] is history[-1]:  # the same request once more (a retry):
-            self._known = again[3]                          # its note is written afresh
-        hist = [self._frozen_copy(m) for m in history[cut:]]
-        kept_ids = {id(m) for m in history[cut:]}
+            # its note is written afresh: whole again when it was whole (after a cut, it says
+            # what was left out, and the notes it replaced may have been cut away)
+            self._known = None if again[1].startswith("\n\n" + WHOLE_PREFIX) else again[3]
+        counter = self.counter_view()
+        h, head_tokens = self._head(history, counter)
+        gap = 0 < h < cut                                  # the first exchange, then a gap
+        kept_ids = {id(m) for m in history[cut:]} | ({id(m) for m in history[:h]} if gap else set())
         known = self._known if all(i in kept_ids for i in self._frozen) and self._frozen else None
         digest = self._digest(namespace)
-        state, told = self._state(digest, namespace, cut, known)
-        probe = {"role": "system", "content": f"{rules}\n\n{state}"}  # counts rules + state
-        fit = fit_messages([probe, *hist], budget=self.budget, counter=self.counter,
-                           is_note=_is_step_result, note=False)
-        if fit.dropped and fit.fits:
-            low = fit_messages([probe, *hist], budget=int(self.budget * LOW_WATER),
-                               counter=self.counter, is_note=_is_step_result, note=False)
-            body = low.messages[1:]
-            if (low.fits and 0 < len(body) <= len(hist)
-                    and all(a is b for a, b in zip(body, hist[len(hist) - len(body):], strict=True))):
-                cut, fit = len(history) - len(body), low
-                fit.budget, fit.dropped = self.budget, 0
-        dropped = cut + fit.dropped
+        state, told = state_note(digest, namespace, cut - h if gap else cut, known, after_first=gap)
+        whole = known is None
+        while True:
+            probe = {"role": "system", "content": f"{rules}\n\n{state}"}  # counts rules + state
+            fit, new_cut, sent_head, sent_tokens = self._fit(history, cut, h, head_tokens, probe, counter)
+            extra = fit.dropped                              # beyond the cut (a huge newest step)
+            dropped = new_cut - sent_head + extra
+            rewrite = new_cut != self._cut or sent_head != self._head_sent or bool(extra) or whole
+            if rewrite:  # cut now, or the first exchange kept or left out: the state is written whole
+                state, told = state_note(digest, namespace, dropped, None, after_first=bool(sent_head))
+            if whole or not rewrite:
+                break
+            whole = True  # the whole note is longer than the changes that were fitted: fit with it
+        cut = new_cut
         fit.dropped = dropped
-        if dropped != self._cut or known is None:  # cut now: the state is written whole
-            state, told = self._state(digest, namespace, dropped, None)
+        head = [self._frozen_copy(m) for m in history[:sent_head]]
+        fit.tokens += sent_tokens
+        fit.parts["history"] += sent_tokens
+        self.last_state_tokens = counter.count("\n\n" + state) if state else 0
         self.last = fit
         if not self.counter.exact and fit.tokens > self.budget // 2:
             self.load_tokenizer()  # estimates are close, but near the limit exact counts matter
@@ -215,20 +265,56 @@ class Context:
                 kind="too_long",
             )
         if commit:
-            self._commit(history, cut, state, told)
-        fit.messages = [{"role": "system", "content": rules}, *fit.messages[1:]]
-        messages = self.images.attach(fit, self.budget, self.counter)
-        return [_redacted(m, self.redactor) for m in _with_state(_merge_user_runs(messages), state)]
+            self._head_sent = sent_head
+            self._commit(history, cut, sent_head, state, told)
+        fit.messages = [{"role": "system", "content": rules}, *head, *fit.messages[1:]]
+        messages = self.images.attach(fit, self.budget, counter)
+        if commit:
+            self._sent = fit.tokens / self.scale
+        return [redacted(m, self.redactor) for m in with_state(merge_user_runs(messages), state)]
 
-    def _commit(self, history: list[dict[str, Any]], cut: int, state: str, told: dict[str, str]) -> None:
-        """Remember the cut and the state note as part of the newest message from now on."""
+    def _fit(self, history: list[dict[str, Any]], cut: int, h: int, head_tokens: int, probe: dict[str, Any],
+             counter: TokenCounter) -> tuple[FitResult, int, int, int]:
+        """Fit ``probe`` (the rules and the state) and the history from ``cut`` on, after the
+        first exchange (``h`` messages, ``head_tokens``) when it is kept apart. Returns (fit, cut,
+        first-exchange messages and tokens sent apart: 0, 0 when none)."""
+        gap = 0 < h < cut                                  # the first exchange, then a gap
+        hist = [self._frozen_copy(m) for m in history[cut:]]
+        fit = fit_messages([probe, *hist], budget=self.budget - (head_tokens if gap else 0), counter=counter,
+                           is_note=is_step_result, note=False)
+        if gap and not fit.fits:  # the newest message needs the first exchange's room: it goes too
+            h, head_tokens = 0, 0
+            fit = fit_messages([probe, *hist], budget=self.budget, counter=counter,
+                               is_note=is_step_result, note=False)
+        if fit.dropped and fit.fits:
+            # cut once, down to the low-water mark; the first exchange stays when it is small
+            # (usually the task, and the longer prefix that servers still have cached). When the
+            # rules, the state and the newest step alone take more, down to them: still one cut
+            # (not a unit per request), and the newest step is never left out for the mark's sake
+            floor = fit.tokens - fit.parts["history"] + 32
+            low = fit_messages([probe, *hist], budget=max(int(self.budget * LOW_WATER) - head_tokens, floor),
+                               counter=counter, is_note=is_step_result, note=False)
+            body = low.messages[1:]
+            if (low.fits and 0 < len(body) <= len(hist)
+                    and all(a is b for a, b in zip(body, hist[len(hist) - len(body):], strict=True))):
+                cut, fit = len(history) - len(body), low
+                fit.budget, fit.dropped = self.budget, 0
+                if fit.tokens + head_tokens > self.budget:  # no room for the first exchange as well
+                    h, head_tokens = 0, 0
+        return (fit, cut, h, head_tokens) if 0 < h < cut else (fit, cut, 0, 0)
+
+    def _commit(self, history: list[dict[str, Any]], cut: int, head: int, state: str, told: dict[str, str]) -> None:
+        """Remember the cut and the state note as part of the newest message from now on
+        (``head``: the first exchange's messages sent before the cut)."""
         self._cut = cut
         self._cut_msg = history[cut] if cut < len(history) else None
-        kept = {id(m) for m in history[cut:]}
+        kept = {id(m) for m in history[cut:]} | {id(m) for m in history[:head]}
         self._frozen = {k: v for k, v in self._frozen.items() if k in kept}
         last = history[-1] if history else None
         if last is None or last.get("role") not in ("user", "tool"):
             self._frozen, self._known = {}, None   # nowhere to keep it: write it whole next time
+            return
+        if not state:  # nothing changed: no note, and what the model knows stays as it was
             return
         suffix = "\n\n" + state
         content = last.get("content")
@@ -249,8 +335,10 @@ class Context:
             pass
         fit = self.last
         assert fit is not None
-        digest = self.last_digest_tokens
+        digest = self.last_state_tokens  # the whole digest, the changes since the last note, or none
         counted = "counted with " + self.counter.name if self.counter.exact else "estimated (tokenizer not loaded)"
+        if self.scale != 1.0:
+            counted += f", scaled ×{self.scale:.2f} to the server's own counts"
         rows = [
             ("system prompt", fit.parts.get("system", 0) - digest),
             ("namespace digest", digest),
@@ -294,107 +382,6 @@ class Context:
         limit = max(self.budget // 4, 256)
         n = self._count(text)
         return 1.0 if n <= limit else limit / n * 0.9
-
-
-STANDALONE_NOTES = (
-    f"{NOTE_PREFIX}The user ran code directly",      # session.run_direct (/py)
-    f"{NOTE_PREFIX}This session was resumed",        # resume.py
-    f"{NOTE_PREFIX}The previous llmrepl process",    # resume.py: a cell died with the process
-)
-
-
-def _is_step_result(message: dict[str, Any]) -> bool:
-    """A note that belongs to the model step before it (a cell result, a declined cell).
-
-    /py results and resume notes stand on their own: for fitting they are units like a
-    message the person typed, so a run of them is not dropped (or kept) all at once."""
-    content = message.get("content")
-    return (
-        is_llmrepl_note(message)
-        and isinstance(content, str)
-        and not content.startswith(STANDALONE_NOTES)
-    )
-
-
-def without_tools(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A built request for a server that takes no tools: tool calls and results as text."""
-    plain = without_tool_calls(messages)
-    return plain if plain is messages else _merge_user_runs(plain)
-
-
-def _merge_user_runs(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Adjacent user messages become one: some chat templates insist on alternation."""
-    merged: list[dict[str, Any]] = []
-    for msg in messages:
-        prev = merged[-1] if merged else None
-        if prev is not None and msg["role"] == "user" and prev["role"] == "user":
-            a, b = prev["content"], msg["content"]
-            if isinstance(a, list) or isinstance(b, list):  # image parts: merge the part lists
-                merged[-1] = {"role": "user", "content": [*_parts(a), *_parts(b, "\n\n")]}
-            else:
-                merged[-1] = {"role": "user", "content": f"{a}\n\n{b}"}
-        else:
-            merged.append(msg)
-    return merged
-
-
-def _line_key(line: str) -> str:
-    """What a digest line is about: "- name" for a name's line, else the line itself."""
-    return line.split(":", 1)[0] if line.startswith("- ") and ":" in line else line
-
-
-def without_state(text: str) -> str:
-    """A sent message's text without the current-state part ``build`` appended."""
-    return text.split("\n\n" + STATE_PREFIX, 1)[0] if text != STATE_PREFIX else text
-
-
-def _with_state(messages: list[dict[str, Any]], state: str) -> list[dict[str, Any]]:
-    """The state appended to the last message when that is the newest user message or a
-    tool result (the message count and roles stay as they were), else as its own user
-    message. The next request sends that message without it, so the cached prefix runs
-    up to the state."""
-    last = messages[-1] if messages else None
-    if last is None or last.get("role") not in ("user", "tool"):
-        return [*messages, {"role": "user", "content": state}]
-    content = last.get("content")
-    if isinstance(content, list):
-        merged: Any = [*content, {"type": "text", "text": "\n\n" + state}]
-    else:
-        merged = f"{content or ''}\n\n{state}"
-    return [*messages[:-1], {**last, "content": merged}]
-
-
-def _parts(content: Any, sep: str = "") -> list[dict[str, Any]]:
-    if isinstance(content, list):
-        if sep and content and content[0].get("type") == "text":
-            return [{**content[0], "text": sep + str(content[0].get("text", ""))}, *content[1:]]
-        return list(content)
-    return [{"type": "text", "text": sep + str(content or "")}]
-
-
-def _redacted(message: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
-    """``message`` as it may leave the machine: its text and tool-call arguments redacted."""
-    content, calls = message.get("content"), message.get("tool_calls")
-    if isinstance(content, str):
-        clean = redactor.redact(content)
-        if clean != content:
-            message = {**message, "content": clean}
-    elif isinstance(content, list):  # text parts redacted; image parts are PNGs llmrepl drew
-        message = {**message, "content": [
-            {**p, "text": redactor.redact(p["text"])} if isinstance(p.get("text"), str) else p
-            for p in content
-        ]}
-    if calls:
-        fixed = []
-        for call in calls:
-            function = call.get("function") or {}
-            args = function.get("arguments")
-            scrubbed = redactor.redact(args) if isinstance(args, str) else args
-            if scrubbed != args:
-                call = {**call, "function": {**function, "arguments": scrubbed}}
-            fixed.append(call)
-        message = {**message, "tool_calls": fixed}
-    return message
 
 
 def _cwd() -> str:

@@ -65,6 +65,9 @@ expression, or its traceback. Output you receive is capped at about {cap} charac
 closed (plt.show() or not); you receive a description of it (size, title, axis labels, what \
 was drawn).
 - These IPython magics work: %time, %timeit, %who, %whos, %pwd, %cd, %run, %pip, !cmd, obj?.
+- Text starting with [llmrepl] is written by llmrepl, not by the person. A "Session state" \
+note says what the namespace holds, or what changed since the note before it; the latest \
+note is current, and no new note means nothing changed.
 
 How to answer:
 - Put code to run in one ```python fenced block (or call the run_python tool). Several \

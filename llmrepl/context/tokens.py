@@ -22,6 +22,7 @@ __all__ = [
     "TokenCounter",
     "ApproxCounter",
     "TiktokenCounter",
+    "ScaledCounter",
     "MESSAGE_OVERHEAD",
     "REPLY_PRIMING",
     "encoding_for_model",
@@ -218,6 +219,29 @@ class ApproxCounter(_MessageCounting):
             pieces += sum((len(run) - 12) // 3 for run in long_runs_re.findall(text))
         non_ascii = 0 if text.isascii() else len(text) - len(text.encode("ascii", "ignore"))
         return int((pieces + _PER_NON_ASCII * non_ascii) * _SAFETY + 0.999)
+
+
+class ScaledCounter:
+    """Another counter's counts times ``scale``: an estimate matched to the counts a server
+    reports for its own model's tokenizer (``Context.observe_usage``)."""
+
+    def __init__(self, inner: TokenCounter, scale: float) -> None:
+        self.inner = inner
+        self.scale = scale
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def exact(self) -> bool:
+        return self.inner.exact
+
+    def count(self, text: str) -> int:
+        return int(self.inner.count(text) * self.scale + 0.999)
+
+    def count_message(self, message: dict[str, Any]) -> int:
+        return int(self.inner.count_message(message) * self.scale + 0.999)
 
 
 class TiktokenCounter(_MessageCounting):

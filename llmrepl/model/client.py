@@ -182,10 +182,11 @@ class _Answer:
 def _usage(u: Any) -> Usage | None:
     if u is None:
         return None
-    p, c = int(getattr(u, "prompt_tokens", 0) or 0), int(getattr(u, "completion_tokens", 0) or 0)
+    # read like the cache counts: a server's NaN, 1e400 or text is 0, never a lost answer
+    p, c = _count(u, (("prompt_tokens",),)), _count(u, (("completion_tokens",),))
     cached = min(_cached(u), p)
     written = _count(u, (("prompt_tokens_details", "cache_write_tokens"), ("cache_creation_input_tokens",)))
-    return Usage(p, c, int(getattr(u, "total_tokens", 0) or p + c), cached, min(written, p - cached))
+    return Usage(p, c, _count(u, (("total_tokens",),)) or p + c, cached, min(written, p - cached))
 
 
 def _field(obj: Any, name: str) -> Any:
