@@ -90,6 +90,9 @@ class KernelExecutor:
         self.save_figures = True  # off during a replay: figures are not written again
         self._ready = threading.Event()
         self._lock = threading.Lock()  # one request at a time on the client
+        # the shell channel, for a whole request and its reply: a cell, a silent request, a
+        # restart, a Tab completion (kernel_complete, on the prompt's completion thread)
+        self.shell_lock = threading.Lock()
         self._running = False
         self._namespace = KernelNamespace()
         self._stale = False  # the namespace summary must be asked for before it is read
@@ -208,13 +211,14 @@ class KernelExecutor:
         if not self.wait_ready():
             raise KernelUnavailable(self.start_error or "the kernel never started")
         assert self.handle is not None and self.client is not None
-        self.handle.restart()
-        waiter = getattr(self.client, "wait_for_ready", None)
-        if callable(waiter):
-            try:
-                waiter(timeout=60)
-            except RuntimeError as exc:
-                raise KernelUnavailable(f"the restarted kernel does not answer: {exc}") from None
+        with self.shell_lock:
+            self.handle.restart()
+            waiter = getattr(self.client, "wait_for_ready", None)
+            if callable(waiter):
+                try:
+                    waiter(timeout=60)
+                except RuntimeError as exc:
+                    raise KernelUnavailable(f"the restarted kernel does not answer: {exc}") from None
         self.needs_restart = False
         self.death = ""
         self._install_helper()
@@ -223,11 +227,14 @@ class KernelExecutor:
         """End the kernel llmrepl started (an attached one is left running) and the channels."""
         if not self._ready.is_set():
             self._ready.wait(5)
+        held = self.shell_lock.acquire(timeout=5)  # a Tab completion ends within seconds
         if self.client is not None:
             try:
                 self.client.stop_channels()
             except Exception:
                 pass
+        if held:
+            self.shell_lock.release()
         if self.handle is not None:
             try:
                 self.handle.shutdown()
@@ -289,6 +296,11 @@ class KernelExecutor:
             self._mark_dead(handle, between=True)
             self._unavailable(result, f"the kernel is not running ({self.death}); it needs a restart")
             return
+        with self.shell_lock:
+            self._exchange(client, handle, source, result, limit)
+
+    def _exchange(self, client: KernelClient, handle: KernelHandle, source: str, result: ExecResult,
+                  limit: float) -> None:
         cap = Capture(self.max_capture_chars, self.sink)
         items: list[DisplayData] = []
         ask = self.input_func is not None
@@ -451,6 +463,11 @@ class KernelExecutor:
         """A request the user does not see (no history, no output); its reply content."""
         client, handle = self.client, self.handle
         assert client is not None and handle is not None
+        with self.shell_lock:
+            return self._silent_reply(client, handle, code, expressions)
+
+    def _silent_reply(self, client: KernelClient, handle: KernelHandle, code: str,
+                      expressions: dict[str, str]) -> dict[str, Any]:
         with self._lock:
             msg_id = client.execute(code, silent=True, store_history=False, user_expressions=expressions,
                                     allow_stdin=False)

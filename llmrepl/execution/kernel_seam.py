@@ -18,7 +18,10 @@ __all__ = ["KernelClient", "KernelHandle", "KernelDied", "KernelUnavailable"]
 class KernelClient(Protocol):
     """What the executor sends and receives (``BlockingKernelClient``'s names and meaning).
 
-    ``get_*_msg`` raise ``queue.Empty`` when ``timeout`` (seconds) passes with no message."""
+    ``get_*_msg`` raise ``queue.Empty`` when ``timeout`` (seconds) passes with no message.
+    Optional: ``complete(code, cursor_pos) -> msg_id`` sends a ``complete_request`` (both
+    clients have it); Tab asks the kernel through it (``kernel_complete``), and a client
+    without it leaves Tab to what llmrepl completes itself."""
 
     def execute(self, code: str, silent: bool = False, store_history: bool = True,
                 user_expressions: dict[str, Any] | None = None,

@@ -4,8 +4,11 @@
 :class:`~llmrepl.execution.complete.NamespaceCompleter`: it finds the code in the input
 line (all of it, or what follows ``/py``), asks for suggestions on Tab (everything) or as
 you type (only where the text is plainly code), and shows them through ``sanitize``.
-``completer(executor)`` wraps it in a ``ThreadedCompleter``, so jedi never blocks a key:
-prompt_toolkit runs one completion at a time and asks again with the newest text.
+With ``--kernel`` the values live in the kernel, so Tab asks the kernel
+(:mod:`~llmrepl.execution.kernel_complete`, a ``complete_request``) once it is connected;
+as you type, and while it is not, llmrepl completes what it can without the values.
+``completer(executor)`` wraps it in a ``ThreadedCompleter``, so jedi or a kernel never
+blocks a key: prompt_toolkit runs one completion at a time and asks again with the newest text.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.layout.dimension import Dimension
 
 from llmrepl.engine.commands import commands
-from llmrepl.execution.complete import NamespaceCompleter
+from llmrepl.execution.complete import NamespaceCompleter, Suggestion
 from llmrepl.terminal.sanitize import sanitize
 
-__all__ = ["PromptCompleter", "MenuPromptSession", "completer", "code_of", "live_namespace"]
+__all__ = ["PromptCompleter", "MenuPromptSession", "completer", "code_of", "kernel_of", "live_namespace"]
 
 MENU_ROWS = 8  # rows made under the input line while a completion menu is open
 
@@ -43,10 +46,21 @@ def code_of(text: str) -> str | None:
 
 
 class PromptCompleter(Completer):
-    """Slash commands, then names, attributes, keyword arguments, keys, columns and paths."""
+    """Slash commands, then names, attributes, keyword arguments, keys, columns and paths:
+    from ``namespace()``, or on Tab from the kernel ``kernel()`` returns (when not None)."""
 
-    def __init__(self, namespace: Callable[[], dict[str, Any] | None]) -> None:
+    def __init__(self, namespace: Callable[[], dict[str, Any] | None],
+                 kernel: Callable[[], Any] | None = None) -> None:
         self.engine = NamespaceCompleter(namespace)
+        self.kernel = kernel  # the connected KernelExecutor that answers Tab, or None
+
+    def _suggestions(self, code: str, after: str, explicit: bool) -> list[Suggestion]:
+        kernel = self.kernel() if explicit and self.kernel is not None else None
+        if kernel is None:
+            return self.engine.complete(code, after=after, explicit=explicit)
+        from llmrepl.execution.kernel_complete import complete
+
+        return complete(kernel, code) or []  # None: busy, slow or gone; nothing, no error
 
     def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
         text = document.text_before_cursor
@@ -60,26 +74,41 @@ class PromptCompleter(Completer):
         if code is None:
             return
         after = document.text_after_cursor
-        for s in self.engine.complete(code, after=after, explicit=complete_event.completion_requested):
-            # the text is printable already (identifiers, or keys and file names as escapes);
-            # what is shown goes through the one gate all the same
-            yield Completion(s.text, start_position=s.start, display=sanitize(s.display),
-                             display_meta=sanitize(s.meta))
+        for s in self._suggestions(code, after, complete_event.completion_requested):
+            # llmrepl's own texts are printable already (identifiers, or keys and file names
+            # as escapes), a kernel's are not to be trusted: all go through the one gate, and
+            # what is put in the line is what the menu showed
+            text = sanitize(s.text)
+            if text:
+                yield Completion(text, start_position=s.start, display=sanitize(s.display),
+                                 display_meta=sanitize(s.meta))
 
 
 def completer(executor: Callable[[], object]) -> Completer:
     """The prompt's completer: :class:`PromptCompleter` on ``executor()``'s live namespace,
     run off the key-reading thread."""
-    return ThreadedCompleter(PromptCompleter(lambda: live_namespace(executor())))
+    return ThreadedCompleter(PromptCompleter(lambda: live_namespace(executor()),
+                                             lambda: kernel_of(executor())))
 
 
 def live_namespace(executor: object) -> dict[str, Any] | None:
     """The namespace of the in-process executor. None for a kernel's: its values live in
-    another process (what it holds here are stand-ins, and reading them may ask the kernel,
-    whose client belongs to the main thread), so only slash commands and paths complete."""
+    another process (what it holds here are stand-ins, and reading them may ask the kernel
+    for a summary): Tab asks the kernel itself instead (``kernel_of``)."""
     from llmrepl.execution.executor import Executor
 
     return executor.namespace if isinstance(executor, Executor) else None
+
+
+def kernel_of(executor: object) -> Any:
+    """The kernel executor whose kernel answers Tab: connected (not starting, failed or
+    dead); None otherwise, and for the in-process executor."""
+    if getattr(executor, "in_process", True):
+        return None
+    from llmrepl.execution.kernel import KernelExecutor
+    from llmrepl.execution.kernel_complete import connected
+
+    return executor if isinstance(executor, KernelExecutor) and connected(executor) else None
 
 
 class MenuPromptSession(PromptSession[str]):
