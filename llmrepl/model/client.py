@@ -3,7 +3,7 @@
 ``OpenAIModel`` is the only code that touches the openai SDK, and imports it lazily (inside
 functions) so startup stays fast. ``complete()`` always returns a ``Completion`` or raises a
 ``ModelError`` worded for the user; Ctrl-C while waiting or streaming returns the text that
-had arrived with ``interrupted=True``.
+had arrived with ``interrupted=True`` (an answer is assembled by ``answer.Answer``).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from llmrepl.errors import ModelError
+from llmrepl.model.answer import Answer, CallbackError, Completion, ToolCall, Usage, read_usage
 from llmrepl.model.error_map import (
     KEY_HINT,
     DeadlineExceeded,
@@ -51,38 +51,6 @@ _UNSUPPORTED_WORDS = re.compile(
 )
 
 
-@dataclass
-class ToolCall:
-    id: str
-    name: str
-    arguments: str  # raw JSON text as the model sent it (may be broken)
-
-
-@dataclass
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    cached_tokens: int = 0  # of prompt_tokens, served from the server's prompt cache
-    cache_write_tokens: int = 0  # of the rest, written to the cache (billed above input on GPT-5.6)
-
-
-@dataclass
-class Completion:
-    text: str = ""
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    finish_reason: str | None = None  # stop | tool_calls | length | content_filter | None
-    usage: Usage | None = None
-    interrupted: bool = False  # Ctrl-C while waiting/streaming; `text` holds what arrived
-    model: str | None = None
-    refusal: str | None = None  # the model's refusal message, when it sent one
-
-    @property
-    def complete(self) -> bool:
-        """True when the model finished on its own (not cut, not truncated, not interrupted)."""
-        return self.finish_reason in ("stop", "tool_calls") and not self.interrupted
-
-
 class ModelClient(Protocol):
     model: str
 
@@ -93,129 +61,6 @@ class ModelClient(Protocol):
         tools: list[dict[str, Any]] | None = None,
         on_text: Callable[[str], None] | None = None,
     ) -> Completion: ...
-
-
-class _CallbackError(Exception):
-    """An exception raised by the caller's ``on_text``: re-raised as-is, never blamed on the server."""
-
-    def __init__(self, original: Exception) -> None:
-        super().__init__(str(original))
-        self.original = original
-
-
-class _Answer:
-    """Accumulates one answer (streamed or not) so a failure or Ctrl-C can keep what arrived."""
-
-    def __init__(self, on_text: Callable[[str], None] | None) -> None:
-        self.on_text = on_text
-        self.parts: list[str] = []
-        self.tools: list[ToolCall] = []
-        self.by_index: dict[int, ToolCall] = {}
-        self.finish: str | None = None
-        self.usage: Usage | None = None
-        self.model: str | None = None
-        self.refusal = ""
-        self.chunks = 0
-        self.streaming = False  # the response had started, failures are mid-answer
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-    def emit(self, text: str) -> None:
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:  # lone surrogates from a broken server: replace, never crash
-                text = text.encode("utf-8", "replace").decode("utf-8")
-        self.parts.append(text)
-        if self.on_text is not None:
-            try:
-                self.on_text(text)
-            except Exception as e:
-                raise _CallbackError(e) from e
-
-    def add_chunk(self, chunk: Any) -> None:
-        self.chunks += 1
-        self.model = getattr(chunk, "model", None) or self.model
-        self.usage = _usage(getattr(chunk, "usage", None)) or self.usage
-        for choice in getattr(chunk, "choices", None) or []:  # usage-only final chunk: []
-            if getattr(choice, "index", 0) not in (0, None):
-                continue
-            delta = getattr(choice, "delta", None)
-            if delta is not None:
-                if getattr(delta, "refusal", None):
-                    self.refusal += delta.refusal
-                for tc in getattr(delta, "tool_calls", None) or []:
-                    self._merge_tool(tc)
-                if getattr(delta, "content", None):
-                    self.emit(delta.content)
-            self.finish = getattr(choice, "finish_reason", None) or self.finish
-
-    def _merge_tool(self, tc: Any) -> None:
-        index, tc_id, fn = getattr(tc, "index", None), getattr(tc, "id", None), getattr(tc, "function", None)
-        if isinstance(index, int):
-            entry = self.by_index.get(index)
-            if entry is None:
-                entry = self.by_index[index] = ToolCall("", "", "")
-                self.tools.append(entry)
-        elif not self.tools or (tc_id and self.tools[-1].id and self.tools[-1].id != tc_id):
-            entry = ToolCall("", "", "")  # servers that omit `index`: a new id starts a new call
-            self.tools.append(entry)
-        else:
-            entry = self.tools[-1]
-        if tc_id and not entry.id:
-            entry.id = tc_id
-        if fn is not None:
-            if getattr(fn, "name", None) and not entry.name:
-                entry.name = fn.name
-            if getattr(fn, "arguments", None):
-                entry.arguments += fn.arguments
-
-    def result(self, *, interrupted: bool = False, model: str | None = None) -> Completion:
-        for n, tc in enumerate(self.tools):
-            tc.id = tc.id or f"call_{n}"
-        return Completion(self.text, list(self.tools), self.finish, self.usage, interrupted,
-                          self.model or model, self.refusal or None)
-
-
-def _usage(u: Any) -> Usage | None:
-    if u is None:
-        return None
-    # read like the cache counts: a server's NaN, 1e400 or text is 0, never a lost answer
-    p, c = _count(u, (("prompt_tokens",),)), _count(u, (("completion_tokens",),))
-    cached = min(_cached(u), p)
-    written = _count(u, (("prompt_tokens_details", "cache_write_tokens"), ("cache_creation_input_tokens",)))
-    return Usage(p, c, _count(u, (("total_tokens",),)) or p + c, cached, min(written, p - cached))
-
-
-def _field(obj: Any, name: str) -> Any:
-    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
-
-
-def _cached(u: Any) -> int:
-    """Prompt tokens the server took from its cache. OpenAI, vLLM and llama.cpp's server
-    (server-task.cpp ``usage_json_oaicompat``) send ``prompt_tokens_details.cached_tokens``;
-    DeepSeek sends ``prompt_cache_hit_tokens``; Anthropic-shaped usage (LiteLLM passing it
-    through) ``cache_read_input_tokens``. Ollama reports none: 0."""
-    return _count(u, (("prompt_tokens_details", "cached_tokens"), ("prompt_cache_hit_tokens",),
-                      ("cache_read_input_tokens",)))
-
-
-def _count(u: Any, paths: tuple[tuple[str, ...], ...]) -> int:
-    """The first positive whole number found along ``paths`` (each a chain of field names)
-    in a usage object or dict; 0 when none. A server's odd value (text, a float, null) is
-    passed over, never an error."""
-    for path in paths:
-        value = u
-        for name in path:
-            value = _field(value, name) if value is not None else None
-        try:
-            if value is not None and not isinstance(value, bool) and int(value) > 0:
-                return int(value)
-        except (TypeError, ValueError, OverflowError):
-            continue
-    return 0
 
 
 _BREAKPOINT = {"mode": "explicit"}
@@ -324,7 +169,7 @@ class OpenAIModel:
 
         return openai.Timeout(self.timeout, connect=min(5.0, self.timeout))
 
-    def _error(self, exc: BaseException, answer: _Answer | None = None) -> ModelError:
+    def _error(self, exc: BaseException, answer: Answer | None = None) -> ModelError:
         return to_model_error(
             exc, base_url=self.base_url, model=self.model, partial=answer.text if answer else "",
             api_key=self._api_key, timeout=self.timeout, max_retries=self.max_retries,
@@ -353,7 +198,7 @@ class OpenAIModel:
         tools: list[dict[str, Any]] | None = None,
         on_text: Callable[[str], None] | None = None,
     ) -> Completion:
-        answer = _Answer(on_text)
+        answer = Answer(on_text)
         try:
             client = self._get_client()
             dropped: set[str] = set()
@@ -383,7 +228,7 @@ class OpenAIModel:
                     time.sleep(wait)  # Ctrl-C here ends the request like Ctrl-C while waiting
         except KeyboardInterrupt:
             return answer.result(interrupted=True, model=self.model)
-        except _CallbackError as e:
+        except CallbackError as e:
             raise e.original from None
         except ModelError:
             raise
@@ -438,7 +283,7 @@ class OpenAIModel:
         hits = [(m.start(), k) for k in sent if (m := re.search(rf"\b{k}\b", text))]
         return min(hits)[1] if hits else None
 
-    def _streamed(self, client: Any, kwargs: dict[str, Any], answer: _Answer) -> Completion:
+    def _streamed(self, client: Any, kwargs: dict[str, Any], answer: Answer) -> Completion:
         deadline = time.monotonic() + self.deadline
         stream = client.chat.completions.create(**kwargs, timeout=self._timeout())
         with stream:  # closes the HTTP response on every exit path, Ctrl-C included
@@ -453,7 +298,7 @@ class OpenAIModel:
                     raise DeadlineExceeded(self.deadline)
         return answer.result(model=self.model)
 
-    def _not_a_stream(self, body: bytes, answer: _Answer) -> Completion:
+    def _not_a_stream(self, body: bytes, answer: Answer) -> Completion:
         """A server that ignored ``stream``: accept a whole JSON completion, reject anything else."""
         import json
 
@@ -467,10 +312,10 @@ class OpenAIModel:
             return self._fill(ChatCompletion.construct(**data), answer)  # recursive, lenient
         raise UnexpectedResponse(f"it sent JSON that is not a stream: {body[:120]!r}")
 
-    def _whole(self, client: Any, kwargs: dict[str, Any], answer: _Answer) -> Completion:
+    def _whole(self, client: Any, kwargs: dict[str, Any], answer: Answer) -> Completion:
         return self._fill(client.chat.completions.create(**kwargs, timeout=self._timeout()), answer)
 
-    def _fill(self, resp: Any, answer: _Answer) -> Completion:
+    def _fill(self, resp: Any, answer: Answer) -> Completion:
         if isinstance(resp, (str, bytes)):
             raise UnexpectedResponse(_describe_body(resp))
         choices = getattr(resp, "choices", None)
@@ -479,7 +324,7 @@ class OpenAIModel:
         choice = choices[0]
         msg = getattr(choice, "message", None)
         answer.model = getattr(resp, "model", None)
-        answer.usage = _usage(getattr(resp, "usage", None))
+        answer.usage = read_usage(getattr(resp, "usage", None))
         answer.finish = getattr(choice, "finish_reason", None)
         answer.refusal = getattr(msg, "refusal", None) or ""
         for n, tc in enumerate(getattr(msg, "tool_calls", None) or []):
