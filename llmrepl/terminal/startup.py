@@ -19,10 +19,10 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any, TextIO
 
-    from llmrepl.app import ModelSetup
     from llmrepl.config import Config
     from llmrepl.engine.protocols import Reviewer
     from llmrepl.engine.session import Session
+    from llmrepl.model.setup import ModelSetup
     from llmrepl.terminal.display import TerminalDisplay
 
 __all__ = ["EARLY_PROMPT", "report", "resume_confirm", "ask_to_replace", "own_the_keys", "run_interactive", "run_batch"]
