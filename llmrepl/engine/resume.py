@@ -19,7 +19,7 @@ from typing import Any
 from llmrepl.context.budget import NOTE_PREFIX
 from llmrepl.engine.protocols import Display
 from llmrepl.engine.session import Session
-from llmrepl.execution.executor import ExecResult
+from llmrepl.execution.result import ExecResult
 from llmrepl.store.replay import PlannedCell, ReplayPlan, highest_cell, plan_replay
 from llmrepl.store.transcript import StoredSession
 

@@ -1,7 +1,7 @@
 """Runs Python cells in one persistent namespace and returns a record of what happened.
 
-Cells run in-process on the calling thread, compiled from their AST so that a trailing
-expression is evaluated for its value. ``run()`` never raises: exceptions, ``SystemExit``,
+Cells run in-process on the calling thread, compiled by ``cell_code`` with a trailing
+expression split off to be evaluated for its value. ``run()`` never raises: exceptions, ``SystemExit``,
 Ctrl-C and timeouts are stored on the :class:`ExecResult`. Global state a cell may break
 is restored after every cell: builtins, std streams, hooks and the recursion limit by
 ``interpreter_state``, signal handlers here, timers and the terminal's fds by ``guards``; a
@@ -12,19 +12,15 @@ process the cell forked ends with the cell (``process``). See the project's rese
 from __future__ import annotations
 
 import _signal
-import ast
 import builtins
-import linecache
 import os
 import signal
 import sys
 import threading
 import time
-import traceback
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from types import CodeType, FrameType
+from types import FrameType
 from typing import Any
 
 from llmrepl.errors import InputNotAllowed
@@ -42,15 +38,17 @@ from llmrepl.execution.capture import (
     format_exception,
     safe_str,
 )
+from llmrepl.execution.cell_code import CellCode, compile_cell, compile_error, show_in_tracebacks
 from llmrepl.execution.fdcapture import FdCapture
 from llmrepl.execution.guards import SignalGuard, TerminalStreams
 from llmrepl.execution.interpreter_state import InterpreterState
 from llmrepl.execution.magics import HELPER as _MAGIC_HELPER
 from llmrepl.execution.magics import has_magic, transform
 from llmrepl.execution.namespace import Quitter, is_user_name
-from llmrepl.execution.outputs import Display, DisplayData
+from llmrepl.execution.outputs import Display
 from llmrepl.execution.process import FORKED_INPUT, end_forked_child
 from llmrepl.execution.publisher import Publisher
+from llmrepl.execution.result import CellTimeout, ExecResult
 from llmrepl.execution.statements import done_at as _done_at
 
 __all__ = ["CellTimeout", "ExecResult", "Executor", "OutputSink"]
@@ -63,7 +61,7 @@ _OWN_FILES = (__file__, _namespace_mod.__file__, _outputs_mod.__file__, _publish
               *(os.path.join(_HERE, f) for f in ("tables.py", "figures.py", "magic_commands.py")))
 
 # Bound at import: the code that runs after a cell must not depend on anything the cell can rebind.
-_BaseException, _len, _type = BaseException, len, type
+_BaseException = BaseException
 _exec, _eval = exec, eval
 _perf_counter = time.perf_counter
 _modules = sys.modules
@@ -100,38 +98,6 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class CellTimeout(BaseException):
-    """Raised inside a cell that ran past its time limit (a BaseException: ``except Exception`` misses it)."""
-
-
-@dataclass(slots=True)
-class ExecResult:
-    """Everything one ``Executor.run()`` produced."""
-
-    cell: int
-    source: str
-    stdout: str = ""
-    stderr: str = ""
-    output: str = ""
-    value_repr: str | None = None
-    error: str | None = None
-    error_type: str | None = None
-    duration: float = 0.0
-    interrupted: bool = False
-    timed_out: bool = False
-    exit_code: object = None
-    figures: list[str] = field(default_factory=list)
-    output_chars: int = 0
-    repairs: list[str] = field(default_factory=list)
-    displays: list[DisplayData] = field(default_factory=list)  # display items, in order, each with ``at``
-    value_data: DisplayData | None = None  # the value's bundle; value_repr is its text
-    done: int | None = None  # top-level statements that completed (None: not known)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 class Executor:
@@ -258,25 +224,18 @@ class Executor:
         n = self.cell_count
         result = ExecResult(n, source)
         filename = f"<cell-{n}>"
-        lines = source.splitlines(True)
-        if lines and not lines[-1].endswith("\n"):  # else 3.11+ puts a traceback's carets one column right
-            lines[-1] += "\n"
-        linecache.cache[filename] = (len(source), None, lines, filename)
+        show_in_tracebacks(source, filename)
         try:
-            body, expr, stmts = self._compile(self._python(source), filename)
+            code = compile_cell(self._python(source), filename)
         except BaseException as exc:  # SyntaxError, ValueError (NUL bytes), RecursionError, ...
-            result.error_type = "SyntaxError" if isinstance(exc, ValueError) else type(exc).__name__
-            if isinstance(exc, SyntaxError):
-                result.error = "".join(traceback.format_exception_only(type(exc), exc))
-            else:
-                result.error = f"{result.error_type}: {safe_str(exc)}\n"
+            result.error_type, result.error = compile_error(exc)
             result.interrupted = isinstance(exc, KeyboardInterrupt)
             result.done = 0
         else:
             if not self._mpl_checked:
                 self._check_matplotlib()
             limit = self.timeout if timeout is None else timeout
-            self._execute(body, expr, result, limit or 0, stmts)
+            self._execute(code, result, limit or 0)
             if _getpid() != pid:  # the cell forked, and this is the child: it ends here
                 end_forked_child(result, self._router, self.terminal)
             if self._mpl_env_prev is not _MISSING and "matplotlib" in _modules:
@@ -310,21 +269,7 @@ class Executor:
         ns.setdefault("quit", self._quit)
         ns.setdefault("display", self._display)
 
-    @staticmethod
-    def _compile(source: str, filename: str) -> tuple[CodeType, CodeType | None, list[ast.stmt]]:
-        """Parse once; split a trailing expression statement off, to evaluate it for its value.
-        Also returns the top-level statements (how far a failed cell got: ``statements.done_at``)."""
-        tree = ast.parse(source, filename, "exec")
-        stmts = tree.body[:]
-        expr = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = tree.body.pop()
-            assert isinstance(last, ast.Expr)
-            expr = compile(ast.Expression(last.value), filename, "eval", dont_inherit=True)
-        return compile(tree, filename, "exec", dont_inherit=True), expr, stmts
-
-    def _execute(self, body: CodeType, expr: CodeType | None, result: ExecResult, limit: float,
-                 stmts: list[ast.stmt]) -> None:
+    def _execute(self, code: CellCode, result: ExecResult, limit: float) -> None:
         global _sigint_quiet
         main = _get_ident() == _MAIN_IDENT
         if main:
@@ -352,7 +297,8 @@ class Executor:
             if timed:
                 # Re-fires, so a cell that swallows one CellTimeout is stopped by the next.
                 _setitimer(_ITIMER_REAL, limit, min(limit, 1.0))
-            _exec(body, ns)
+            _exec(code.body, ns)
+            expr = code.expr
             if expr is not None:
                 value = _eval(expr, ns)
                 ran_all = True  # what fails from here on (the value's repr) is after every statement
@@ -395,11 +341,11 @@ class Executor:
         result.timed_out = self._timeout_fired
         if cap.sink_error:
             repairs.append(cap.sink_error)
+        result.done = code.count
         if exc is not None:
             self._record_exception(exc, result)
-            result.done = _len(stmts) if ran_all else _done_at(exc, body, expr, stmts)
-        else:
-            result.done = _len(stmts)
+            if not ran_all:  # (the statements parsed only now if the compile did not keep them)
+                result.done = _done_at(exc, code.body, code.expr, code.statements())
 
     def _install_handlers(self, limit: float) -> tuple[Any, Any]:
         """Ours for SIGINT, and for SIGALRM when the cell has a time ``limit``; returns the ones replaced."""

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from typing import Any
 
 from llmrepl.execution.capture import Capture, FigureLog, OutputSink, safe_str
-from llmrepl.execution.executor import ExecResult
 from llmrepl.execution.kernel_local import connector
 from llmrepl.execution.kernel_messages import (
     EXIT_NOTE,
@@ -43,6 +42,7 @@ from llmrepl.execution.kernel_seam import KernelClient, KernelDied, KernelHandle
 from llmrepl.execution.kernel_values import EXPRESSION, FRESH, HELPER, KernelNamespace
 from llmrepl.execution.namespace import is_user_name
 from llmrepl.execution.outputs import DisplayData
+from llmrepl.execution.result import ExecResult
 
 __all__ = ["KernelClient", "KernelDied", "KernelExecutor", "KernelHandle", "KernelUnavailable", "connector"]
 

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from llmrepl.execution.capture import Capture, FigureLog, safe_str
-from llmrepl.execution.executor import ExecResult
 from llmrepl.execution.outputs import DisplayData, from_bundle
+from llmrepl.execution.result import ExecResult
 from llmrepl.execution.statements import statement_at, top_level
 
 __all__ = ["EXIT_NOTE", "answer_input", "bundle", "close_thread_loop", "done_count", "parent_id", "record_error",
