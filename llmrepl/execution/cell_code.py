@@ -12,6 +12,7 @@ parsed only when a cell fails (``CellCode.statements``, for ``statements.done_at
 from __future__ import annotations
 
 import ast
+import io
 import linecache
 import re
 import traceback
@@ -78,8 +79,10 @@ def compile_error(exc: BaseException) -> tuple[str, str]:
 
 
 def show_in_tracebacks(source: str, filename: str) -> None:
-    """Make the cell's text what tracebacks quote for ``filename`` (``linecache``)."""
-    lines = source.splitlines(True)
+    """Make the cell's text what tracebacks quote for ``filename`` (``linecache``), split
+    where Python's tokenizer ends a line (LF, CR LF or CR). Not ``splitlines``: it also splits
+    at a form feed, NEL, U+2028..., and every line after one would be misquoted."""
+    lines = io.StringIO(source, newline="").readlines()
     if lines and not lines[-1].endswith("\n"):  # else 3.11+ puts a traceback's carets one column right
         lines[-1] += "\n"
     linecache.cache[filename] = (len(source), None, lines, filename)

@@ -125,7 +125,7 @@ def suggestions(content: object, cursor: int) -> list[Suggestion]:
         if not isinstance(entry, dict):
             continue
         text = entry.get("text")
-        if not isinstance(text, str) or not text or len(text) > MAX_MATCH_CHARS or "\n" in text or "\r" in text:
+        if not isinstance(text, str) or not text or len(text) > MAX_MATCH_CHARS or not _one_line(text):
             continue
         begin = _position(entry.get("start"), start)
         if not 0 <= begin <= cursor or (text, begin) in seen:
@@ -137,6 +137,20 @@ def suggestions(content: object, cursor: int) -> list[Suggestion]:
         if len(found) >= MAX_MATCHES:
             break
     return found
+
+
+def _one_line(text: str) -> bool:
+    """Whether ``text`` is one line that can be written, sent and run: no line break of any
+    kind (``splitlines``': a form feed, NEL, U+2028... too, which the terminal shows as
+    nothing) and no lone surrogate (the menu would show "?" and insert what no cell, journal
+    or request can encode)."""
+    if text.splitlines() != [text]:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _position(value: object, default: int) -> int:
