@@ -454,3 +454,29 @@ def test_llama_cpp_status_error_shows_its_status_once(srv: FakeOpenAI) -> None:
              content_type="application/json")
     e = fail_with(make(srv))
     assert "(400)" in str(e) and "400, 400" not in str(e)
+
+
+def test_a_server_reporting_a_huge_integer_prompt_count_loses_no_answer(srv: FakeOpenAI) -> None:
+    """usage.prompt_tokens as a 401-digit integer (valid JSON, a Python int): every answer
+    was lost ("internal error: OverflowError") in Context.observe_usage and the cost
+    estimate. The count is taken as unknown instead, as NaN and Infinity are."""
+    from llmrepl.context.builder import Context
+    from llmrepl.engine.protocols import AutoApprove, NullDisplay
+    from llmrepl.engine.session import Session
+    from llmrepl.execution.executor import Executor
+
+    notices: list[str] = []
+
+    class Notices(NullDisplay):
+        def notice(self, text: str, level: str = "info", *args: Any, **kwargs: Any) -> None:
+            notices.append(text)
+
+    srv.reply("the answer survives", usage=(10**400, 5))
+    srv.reply("and the next one", usage=(10**400, 5))
+    session = Session(make(srv), Executor(), display=Notices(), context=Context(context_window=32_000))
+    session.step("hi " + "there " * 200, AutoApprove())
+    session.step("more", AutoApprove())
+    said = [m.get("content") for m in session.messages if m.get("role") == "assistant"]
+    assert said == ["the answer survives", "and the next one"], notices
+    assert not [text for text in notices if "internal error" in text]
+    assert session.context.scale == 1.0 and "10,000,000" not in session.token_report()

@@ -127,7 +127,7 @@ class Context:
         something else, a scripted test count) are ignored, and the scale never goes below
         0.85: a lower count lets more history in, an overflow costs a retry."""
         sent = self._sent
-        if sent < 256 or prompt_tokens <= 0:
+        if sent < 256 or not 0 < prompt_tokens <= 10**12:
             return
         ratio = prompt_tokens / sent
         if not RATIO_RANGE[0] <= ratio <= RATIO_RANGE[1]:

@@ -156,16 +156,21 @@ def _cached(u: Any) -> int:
                       ("cache_read_input_tokens",)))
 
 
+# No request has a trillion tokens: a larger count is a server's garbage (and a 400-digit
+# integer overflows every float it meets).
+MAX_COUNT = 10**12
+
+
 def _count(u: Any, paths: tuple[tuple[str, ...], ...]) -> int:
-    """The first positive whole number found along ``paths`` (each a chain of field names)
-    in a usage object or dict; 0 when none. A server's odd value (text, a float, null) is
-    passed over, never an error."""
+    """The first positive whole number up to ``MAX_COUNT`` found along ``paths`` (each a chain
+    of field names) in a usage object or dict; 0 when none. A server's odd value (text, a
+    float, NaN, null, a huge number) is passed over, never an error."""
     for path in paths:
         value = u
         for name in path:
             value = _field(value, name) if value is not None else None
         try:
-            if value is not None and not isinstance(value, bool) and int(value) > 0:
+            if value is not None and not isinstance(value, bool) and 0 < int(value) <= MAX_COUNT:
                 return int(value)
         except (TypeError, ValueError, OverflowError):
             continue
