@@ -10,8 +10,6 @@ person sees goes through the ``Display`` it is given.
 
 from __future__ import annotations
 
-import signal
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from llmrepl.context.budget import NOTE_PREFIX as _NOTE
 from llmrepl.context.builder import Context, without_tools
 from llmrepl.context.prompts import format_result
+from llmrepl.engine.cell_end import cell_end_fields, scrub
+from llmrepl.engine.interrupts import InterruptHold
 from llmrepl.engine.protocols import Display, NullDisplay, Reviewer
 from llmrepl.engine.rewind import Copy, Ran, keep_copy, record_of
 from llmrepl.engine.turn import TurnLoop, TurnResult, _busy
@@ -28,7 +28,6 @@ from llmrepl.execution.executor import ExecResult, Executor
 from llmrepl.model.client import ModelClient
 from llmrepl.redact import Redactor
 from llmrepl.store.journal import Journal
-from llmrepl.store.records import display_record
 
 if TYPE_CHECKING:
     from llmrepl.store.snapshots import SnapshotStore
@@ -92,7 +91,7 @@ class Session(TurnLoop):
         # the front end's yes/no question (/export onto an existing file); None: never ask (batch)
         self.ask: Callable[[str], bool] | None = None
         self._stop_after_step = False
-        self._held: _HeldInterrupts | None = None  # Ctrl-C held around a cell (run_cell)
+        self._interrupts = InterruptHold()  # Ctrl-C held around a cell (run_cell) and a replay
         self.input_price: float | None = None
         self.output_price: float | None = None
 
@@ -161,7 +160,7 @@ class Session(TurnLoop):
         between) ends the turn cleanly: every tool call still gets its answer, so the next
         request is valid."""
         self._stop_after_step = False
-        self._release_interrupts()  # a Ctrl-C now stops this message (the model call, a review)
+        self._interrupts.release()  # a Ctrl-C now stops this message (the model call, a review)
         text = self._redact_message(text)
         try:
             return self._step(text, reviewer)
@@ -272,8 +271,8 @@ class Session(TurnLoop):
         until then is the same interruption, whether it lands in the rest of the turn, in the
         front end on its way back to the prompt, or in the plain front end's prompt (where the
         terminal still discards the typed line). At prompt_toolkit's prompt Ctrl-C is a key."""
-        self._release_interrupts()  # one left by an earlier interrupted cell: its count is stale
-        self._hold_interrupts()
+        self._interrupts.release()  # one left by an earlier interrupted cell: its count is stale
+        self._interrupts.hold()
         cell = self.executor.cell_count + 1
         self.journal.append("cell_start", cell=cell, code=code)
         _busy(self.display, f"running cell {cell}", 0.5)  # shown while it runs silently
@@ -288,7 +287,7 @@ class Session(TurnLoop):
         except KeyboardInterrupt:  # raised by llmrepl's own code: a held Ctrl-C is only counted
             late = True
         if not result.interrupted:
-            late = self._release_interrupts() or late
+            late = self._interrupts.release() or late
         if late and not result.interrupted:
             # Ctrl-C after the cell finished: keep its result (the caller still feeds it back)
             # and stop the loop after this step
@@ -300,48 +299,16 @@ class Session(TurnLoop):
             after_kernel_death(self, result)
         return result
 
-    def _hold_interrupts(self) -> None:
-        """From now on a Ctrl-C is counted, not raised, until ``_release_interrupts``."""
-        if self._held is not None or threading.current_thread() is not threading.main_thread():
-            return  # held already; or not the main thread, where signal handlers live
-        previous = signal.getsignal(signal.SIGINT)
-        if callable(previous):  # SIG_IGN and SIG_DFL stay as they are
-            held = _HeldInterrupts(previous)
-            signal.signal(signal.SIGINT, held)  # a Ctrl-C pending from before raises here, cell unstarted
-            self._held = held
-
-    def _release_interrupts(self) -> bool:
-        """Put the SIGINT handler back; True if a Ctrl-C was held meanwhile."""
-        held = self._held
-        self._held = None
-        return held is not None and held.restore()
-
     def _after_cell(self, result: ExecResult) -> None:
         self._flush_live_output()
-        self._scrub(result)
+        scrub(result, self.redactor.redact)
         # the whole captured output stays reachable, as IPython's Out: _out[N] (and _ / _N hold values)
         outputs = self.executor.namespace.get("_out")
         if not isinstance(outputs, dict):
             outputs = self.executor.namespace["_out"] = {}
         outputs[result.cell] = result.output
-        self.journal.append(
-            "cell_end",
-            cell=result.cell,
-            output=result.output,
-            stdout=result.stdout,
-            stderr=result.stderr,
-            value=result.value_repr,
-            error=result.error,
-            error_type=result.error_type,
-            duration=round(result.duration, 4),
-            interrupted=result.interrupted,
-            timed_out=result.timed_out,
-            figures=result.figures,
-            output_chars=result.output_chars,
-            repairs=result.repairs,
-            done=result.done,
-            **self._display_fields(result),
-        )
+        cap = int(getattr(self.executor, "max_capture_chars", 1_000_000))
+        self.journal.append("cell_end", **cell_end_fields(result, cap))
         self.display.cell_result(result)
         self.context.observe(self.executor.namespace)
         if self.snapshots is not None:
@@ -378,35 +345,6 @@ class Session(TurnLoop):
         if callable(flush):
             flush()
 
-    def _scrub(self, result: ExecResult) -> None:
-        """Secrets never reach the journal, the model or the screen (cell output included)."""
-        r = self.redactor.redact
-        result.output, result.stdout, result.stderr = r(result.output), r(result.stdout), r(result.stderr)
-        if result.value_repr is not None:
-            result.value_repr = r(result.value_repr)
-        if result.error is not None:
-            result.error = r(result.error)
-        for item in [*getattr(result, "displays", ()), getattr(result, "value_data", None)]:
-            if item is not None:  # display bundles (execution/outputs.py): every text field
-                item.text = r(item.text)
-                item.data = {k: r(v) if isinstance(v, str) else v for k, v in item.data.items()}
-                if getattr(item, "screen", None) is not None:
-                    item.screen = r(item.screen)
-
-    def _display_fields(self, result: ExecResult) -> dict[str, Any]:
-        """``displays`` and ``value_data`` of a cell_end: text MIME types only, each cut to
-        the bound the output has; an image is its file name, never its bytes."""
-        displays = getattr(result, "displays", None) or []
-        value = getattr(result, "value_data", None)
-        if not displays and value is None:
-            return {}
-        cap = int(getattr(self.executor, "max_capture_chars", 1_000_000))
-        spent = [0]
-        fields: dict[str, Any] = {"displays": [display_record(d, cap, spent) for d in displays]}
-        if value is not None:
-            fields["value_data"] = display_record(value, cap, spent)
-        return fields
-
     # -- resuming a stored session --------------------------------------------------------
 
     def restore_conversation(self, messages: list[dict[str, Any]], exchanges: list[int], *,
@@ -433,23 +371,23 @@ class Session(TurnLoop):
         ex = self.executor
         count, saving = ex.cell_count, ex.save_figures
         ex.save_figures = False
-        self._release_interrupts()
-        self._hold_interrupts()  # a Ctrl-C between cells is counted, and ends the replay there
+        self._interrupts.release()
+        self._interrupts.hold()  # a Ctrl-C between cells is counted, and ends the replay there
         try:
             for number, code in cells:
                 ex.cell_count = number - 1
                 self.journal.append("cell_start", cell=number, code=code, replay=True)
                 result = ex.run(code)
                 self._flush_live_output()
-                self._scrub(result)
+                scrub(result, self.redactor.redact)
                 self.journal.append("cell_end", cell=result.cell, output=result.output, value=result.value_repr,
                                     error=result.error, error_type=result.error_type, done=result.done,
                                     interrupted=result.interrupted, replay=True)
                 results.append(result)
-                if result.interrupted or (self._held is not None and self._held.count):
+                if result.interrupted or self._interrupts.count:
                     break
         finally:
-            self._release_interrupts()
+            self._interrupts.release()
             ex.save_figures = saving
             ex.cell_count = max(count, ex.cell_count)  # numbers never repeat
         self.context.observe(self.executor.namespace)
@@ -460,30 +398,6 @@ class Session(TurnLoop):
     def note(self, text: str) -> None:
         """Tell the model something in the next request (e.g. how a resume went)."""
         self._add({"role": "user", "content": _NOTE + text})
-
-
-class _HeldInterrupts:
-    """The SIGINT handler while llmrepl records a cell: a Ctrl-C is counted, not raised.
-
-    The executor swaps its own handler in while the cell's code runs, so the cell is still
-    interrupted; a Ctrl-C that lands outside the cell waits here instead of tearing the
-    record, the journal line or the conversation apart. Python runs a handler between
-    byte-codes, wherever the main thread is, so only a handler can hold a signal."""
-
-    def __init__(self, previous: Any) -> None:
-        self.previous = previous
-        self.count = 0
-
-    def __call__(self, signum: int, frame: object) -> None:
-        self.count += 1
-
-    def restore(self) -> bool:
-        """Put the previous handler back (a pending Ctrl-C is counted before the switch);
-        True if a Ctrl-C was held."""
-        ours: object = self  # (an "is" test on self itself would make mypy narrow self)
-        if signal.getsignal(signal.SIGINT) is ours:  # else not ours any more: leave it
-            signal.signal(signal.SIGINT, self.previous)
-        return self.count > 0
 
 
 def _encodable(text: str) -> bool:

@@ -13,12 +13,13 @@ A kernel that dies (a segfault, ``os._exit``, out of memory, a kill from outside
 cell with ``error_type`` "KernelDied" and ``needs_restart``; ``restart()`` gives a fresh one.
 The kernel is reached through the seam of ``kernel_seam`` (``kernel_local``: a kernelspec
 or a connection file; ``kernel_remote``: a Jupyter Server URL) and started in a thread, so
-the prompt is drawn before it is ready.
+the prompt is drawn before it is ready. This module runs the exchange on the channels;
+``kernel_output.CellOutput`` gathers what a cell's messages say, and
+``kernel_summary.NamespaceSummary`` keeps the namespace's description current.
 """
 
 from __future__ import annotations
 
-import ast
 import queue
 import signal
 import threading
@@ -31,17 +32,15 @@ from llmrepl.execution.kernel_local import connector
 from llmrepl.execution.kernel_messages import (
     EXIT_NOTE,
     answer_input,
-    bundle,
     close_thread_loop,
     done_count,
     parent_id,
-    record_error,
-    show_display,
 )
+from llmrepl.execution.kernel_output import CellOutput
 from llmrepl.execution.kernel_seam import KernelClient, KernelDied, KernelHandle, KernelUnavailable
-from llmrepl.execution.kernel_values import EXPRESSION, FRESH, HELPER, KernelNamespace
+from llmrepl.execution.kernel_summary import NamespaceSummary
+from llmrepl.execution.kernel_values import HELPER, KernelNamespace
 from llmrepl.execution.namespace import is_user_name
-from llmrepl.execution.outputs import DisplayData
 from llmrepl.execution.result import ExecResult
 
 __all__ = ["KernelClient", "KernelDied", "KernelExecutor", "KernelHandle", "KernelUnavailable", "connector"]
@@ -94,10 +93,7 @@ class KernelExecutor:
         # restart, a Tab completion (kernel_complete, on the prompt's completion thread)
         self.shell_lock = threading.Lock()
         self._running = False
-        self._namespace = KernelNamespace()
-        self._stale = False  # the namespace summary must be asked for before it is read
-        self._summary_ok = True
-        self._missed = False  # a summary answer was lost: the next one must be whole
+        self._summary = NamespaceSummary()  # the kernel's variables as last described
         self._interrupts = 0
         self._limit = 0.0
         self._listener: Callable[[str, str], None] | None = None
@@ -160,10 +156,7 @@ class KernelExecutor:
     def _install_helper(self) -> None:
         """The namespace describer, defined in the kernel outside the user's names."""
         reply = self._silent(HELPER, {})
-        self._summary_ok = reply.get("status") == "ok"
-        self._missed = False
-        self._namespace = KernelNamespace()
-        self._stale = True
+        self._summary.installed(reply.get("status") == "ok")
 
     # -- the Executor surface -----------------------------------------------------------------
 
@@ -174,16 +167,16 @@ class KernelExecutor:
     @property
     def namespace(self) -> KernelNamespace:
         """The kernel's user variables, described inside it (stand-ins, never the values)."""
-        if (self._stale and self._summary_ok and not self.needs_restart and self._ready.is_set()
+        summary = self._summary
+        if (summary.stale and summary.usable and not self.needs_restart and self._ready.is_set()
                 and self.client is not None and not self._running
                 and threading.current_thread() is threading.main_thread()):  # the client's thread
-            self._stale = False
+            summary.stale = False
             try:
-                reply = self._silent("", {"ns": self._expression()})
-                self._take_summary(reply)
+                summary.take_reply(self._silent("", {"ns": summary.expression()}))
             except (KernelDied, queue.Empty):
-                self._missed = True
-        return self._namespace
+                summary.missed = True
+        return summary.namespace
 
     def user_variables(self) -> dict[str, Any]:
         return {name: value for name, value in self.namespace.items() if is_user_name(name, value)}
@@ -204,7 +197,7 @@ class KernelExecutor:
             reply = {"status": "error"}
         if reply.get("status") != "ok":
             self.restart()
-        self._stale = True
+        self._summary.stale = True
 
     def restart(self) -> None:
         """A fresh kernel process (empty namespace); raises KernelUnavailable when it cannot."""
@@ -301,8 +294,8 @@ class KernelExecutor:
 
     def _exchange(self, client: KernelClient, handle: KernelHandle, source: str, result: ExecResult,
                   limit: float) -> None:
-        cap = Capture(self.max_capture_chars, self.sink)
-        items: list[DisplayData] = []
+        output = CellOutput(result, self.sink, max_chars=self.max_capture_chars,
+                            figures=self._figures if self.save_figures else None, time_limit=self._limit)
         ask = self.input_func is not None
         with self._lock:
             msg_id = client.execute(source, silent=False, store_history=True, user_expressions={},
@@ -338,7 +331,7 @@ class KernelExecutor:
             try:
                 msg = client.get_iopub_msg(timeout=POLL)
             except queue.Empty:
-                if ask and self._answer_stdin(client, handle, cap):
+                if ask and self._answer_stdin(client, handle, output.cap):
                     continue
                 if not handle.is_alive():
                     self._died(handle, result)
@@ -346,33 +339,13 @@ class KernelExecutor:
                 continue
             if parent_id(msg) != msg_id:
                 self._stray(msg)
-                continue
-            kind = msg.get("msg_type") or msg.get("header", {}).get("msg_type")
-            content = msg.get("content") or {}
-            if kind == "stream":
-                cap.write("stderr" if content.get("name") == "stderr" else "stdout", str(content.get("text", "")))
-            elif kind in ("display_data", "update_display_data"):
-                show_display(bundle(content, self.max_capture_chars), cap, items,
-                             self._figures if self.save_figures else None)
-            elif kind == "execute_result":
-                data = bundle(content, self.max_capture_chars)
-                result.value_data, result.value_repr = data, data.text
-            elif kind == "error":
-                record_error(content, result, self.max_capture_chars, self._limit)
-            elif kind == "status" and content.get("execution_state") == "idle":
+            elif output.take(msg):
                 idle = True
-        if cap.written:
-            result.stdout, result.stderr, result.output = cap.values()
-            result.output_chars = cap.chars
-        if cap.sink_error:
-            result.repairs.append(cap.sink_error)
-        if items:
-            result.displays = items
-            result.figures = [i.metadata["filename"] for i in items if "filename" in i.metadata]
+        output.close()
         if reply is not None:
             self._finish(reply, result)
         else:
-            self._missed = True  # its summary, if it ever comes, is not read
+            self._summary.missed = True  # its summary, if it ever comes, is not read
 
     def _interrupt(self, handle: KernelHandle) -> float:
         try:
@@ -393,7 +366,7 @@ class KernelExecutor:
         how = status() if callable(status) else ""
         result.error = _DIED.format(n=result.cell, how=f" ({how})" if how else "") + "\n"
         result.error_type = "KernelDied"
-        self._namespace = KernelNamespace()
+        self._summary.namespace = KernelNamespace()
 
     def _answer_stdin(self, client: KernelClient, handle: KernelHandle, cap: Capture) -> bool:
         """An ``input_request``, asked through ``input_func``; True if one was answered."""
@@ -418,46 +391,7 @@ class KernelExecutor:
                 result.exit_code = None
                 result.error_type = "SystemExit"
                 result.error = f"SystemExit ({EXIT_NOTE})\n"
-        for payload in reply.get("payload") or []:
-            if isinstance(payload, dict) and payload.get("source") == "llmrepl_namespace":
-                self._take_text(payload.get("data"))
-                break
-        else:
-            self._stale = True  # no summary came with it: asked for when the namespace is read
-
-    def _expression(self) -> str:
-        """The summary's user expression: the whole summary after one was missed."""
-        return FRESH if self._missed else EXPRESSION
-
-    def _take_summary(self, reply: dict[str, Any]) -> None:
-        expr = (reply.get("user_expressions") or {}).get("ns")
-        if not isinstance(expr, dict) or expr.get("status") != "ok":
-            self._stale = self._summary_ok  # a failed cell's reply has none: asked for when read
-            return
-        text = (expr.get("data") or {}).get("text/plain")
-        try:
-            value = ast.literal_eval(text) if isinstance(text, str) else None
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            value = None
-        self._take_text(value)
-
-    def _take_text(self, value: object) -> None:
-        """A summary: JSON, or "=N" (unchanged since summary N; good if N is the one we hold)."""
-        if isinstance(value, str) and value.startswith("="):
-            if value[1:] == str(self._namespace.seq) and not self._missed:
-                previous = self._namespace  # a new mapping all the same: a namespace copied
-                self._namespace = KernelNamespace(previous)  # before this cell is not this one
-                self._namespace.more, self._namespace.seq = previous.more, previous.seq
-                self._stale = False
-                return
-        elif isinstance(value, str):
-            try:
-                self._namespace = KernelNamespace.from_json(value, self._namespace)
-                self._stale = self._missed = False
-                return
-            except (ValueError, RecursionError, MemoryError):
-                pass
-        self._missed = self._stale = True  # asked for, whole, when the namespace is read
+        self._summary.take_payload(reply)
 
     def _silent(self, code: str, expressions: dict[str, str]) -> dict[str, Any]:
         """A request the user does not see (no history, no output); its reply content."""

@@ -12,17 +12,17 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
+from llmrepl.terminal.cell_lines import figure_line, out_label, status_line
+from llmrepl.terminal.limit import OutputLimit, not_shown
 from llmrepl.terminal.render import highlight_code, style
 from llmrepl.terminal.sanitize import sanitize
-from llmrepl.terminal.spinner import Spinner, elapsed
+from llmrepl.terminal.spinner import Spinner
 
 if TYPE_CHECKING:
     from llmrepl.engine.session import Session
@@ -30,74 +30,12 @@ if TYPE_CHECKING:
     from llmrepl.model.client import Completion
     from llmrepl.terminal.markdown import MarkdownStream
 
-__all__ = ["TerminalDisplay"]
-
-
-class _Limit:
-    """Shows the first ``head`` characters, then only counts, keeping the last ``tail`` to show
-    at the end: a cell printing 1 GB (or a 5 MB answer) costs the terminal ~250 KB, not 1 GB."""
-
-    def __init__(self, head: int, tail: int) -> None:
-        self.head, self.tail = head, tail
-        self.shown = self.hidden = 0
-        self._buf: deque[str] = deque()
-        self._buflen = 0
-
-    def take(self, text: str) -> str:
-        room = self.head - self.shown
-        if len(text) <= room:
-            self.shown += len(text)
-            return text
-        now = text[: max(room, 0)]
-        self.shown += len(now)
-        rest = text[len(now):]
-        self.hidden += len(rest)
-        if len(rest) >= self.tail:  # never copy the middle of a huge string
-            self._buf.clear()
-            self._buf.append(rest[len(rest) - self.tail :])
-            self._buflen = self.tail
-        else:
-            self._buf.append(rest)
-            self._buflen += len(rest)
-            while self._buflen - len(self._buf[0]) >= self.tail:
-                self._buflen -= len(self._buf.popleft())
-        return now
-
-    def flush(self) -> tuple[int, str]:
-        """How many characters were not shown and the kept tail (0 and "" when nothing was
-        held back); then start over."""
-        if not self.hidden:
-            self.shown = 0
-            return 0, ""
-        tail = "".join(self._buf)[-self.tail :]
-        tail = tail[tail.find("\n") + 1 :] if "\n" in tail[:-1] else tail  # start the tail at a line
-        skipped = self.hidden - len(tail)
-        self.shown = self.hidden = self._buflen = 0
-        self._buf.clear()
-        return skipped, tail
-
-
-def figure_line(meta: dict[str, Any], ascii: bool = False) -> str:
-    """``[figure 3 · 640×480 · /path/figure-003.png]`` (sanitized: the path is foreign)."""
-    dot, times = (" - ", "x") if ascii else (" · ", "×")
-    path = str(meta.get("filename") or "")
-    m = re.search(r"figure-0*(\d+)\.png$", path)
-    parts = [f"figure {m.group(1)}" if m else "image"]
-    w, h = meta.get("width"), meta.get("height")
-    if type(w) is int and type(h) is int and 0 < w <= 10**6 and 0 < h <= 10**6:  # no 5,000-digit int
-        parts.append(f"{w}{times}{h}")
-    if path:  # one line, whatever the name holds (a newline would start a line of its own)
-        parts.append(path.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r"))
-    return sanitize("[" + dot.join(parts) + "]")
+__all__ = ["TerminalDisplay", "figure_line"]
 
 
 def _plain_of(item: Any) -> str:
     text = item.data.get("text/plain") if isinstance(item.data, dict) else None
     return str(text if text is not None else getattr(item, "text", ""))
-
-
-def _not_shown(skipped: int, what: str) -> str:
-    return f"\nllmrepl: [... {skipped:,} characters of {what} not shown ...]\n"
 
 
 _displays: weakref.WeakSet[TerminalDisplay] = weakref.WeakSet()
@@ -143,8 +81,8 @@ class TerminalDisplay:
         if color if spinner is None else spinner:
             self._spinner = Spinner(self._raw, self._lock, ready=self._free_line, columns=self.columns,
                                     ascii=self.ascii, color=color)
-        self._cell_limit = _Limit(head=200_000, tail=20_000)
-        self._answer_limit = _Limit(head=200_000, tail=4_000)
+        self._cell_limit = OutputLimit(head=200_000, tail=20_000)
+        self._answer_limit = OutputLimit(head=200_000, tail=4_000)
         self._colored = False  # cell output left SGR colour on: reset it before llmrepl writes
         # True when the last code put up for review (an answer's fences, or a tool call's code)
         # was not shown whole: the review gate then shows all of it before "y" counts
@@ -296,20 +234,20 @@ class TerminalDisplay:
         skipped, tail = self._answer_limit.flush()
         if skipped:
             self.code_cut = True
-            self.write(_not_shown(skipped, "this answer (the journal has all of it)") + sanitize(tail))
+            self.write(not_shown(skipped, "this answer (the journal has all of it)") + sanitize(tail))
             self._line_start()
 
     def tool_code(self, code: str, label: str = "run_python") -> None:
         """Code put up for review outside an answer's text: a tool call's, or the cell several
         fenced blocks make (``label`` says which)."""
-        limit = _Limit(head=200_000, tail=4_000)
+        limit = OutputLimit(head=200_000, tail=4_000)
         head = limit.take(code)
         skipped, tail = limit.flush()
         self._line_start()
         self.write(style(f"{label}:", "dim", self.color) + "\n")
         self.write(highlight_code(head, self.color))
         if skipped:
-            self.write(_not_shown(skipped, "this code") + highlight_code(tail, self.color))
+            self.write(not_shown(skipped, "this code") + highlight_code(tail, self.color))
         self.code_cut = bool(skipped)
 
     def listing(self, code: str) -> None:
@@ -371,17 +309,17 @@ class TerminalDisplay:
         skipped, tail = self._cell_limit.flush()
         if skipped:
             what = f"cell {result.cell}'s output (_out[{result.cell}] keeps up to 1M)"
-            self.write(_not_shown(skipped, what))
+            self.write(not_shown(skipped, what))
             self._draw_output("stdout", tail)
         self.end_output()
         self._line_start()
         value = getattr(result, "value_data", None)
         if value is not None and "image/png" in value.data:
-            self.write(self._out_label(result.cell, ""))
+            self.write(out_label(result.cell, "", self.color))
             self.cell_display(value)
         elif result.value_repr is not None:
             text = sanitize(getattr(value, "screen", None) or result.value_repr).rstrip("\n")
-            self.write(self._out_label(result.cell, text) + text + "\n")
+            self.write(out_label(result.cell, text, self.color) + text + "\n")
         if result.timed_out:
             self.notice(f"cell {result.cell} stopped: it ran past the time limit (the namespace is intact)", "warning")
         elif result.interrupted:
@@ -393,28 +331,9 @@ class TerminalDisplay:
         self.write(self.status_line(result) + "\n")
         self._after_cell = True
 
-    def _out_label(self, cell: int, text: str) -> str:
-        """``Out[3]: `` as IPython writes it (on a line of its own before a multi-line value)."""
-        label = style(f"Out[{cell}]:", "red", self.color)
-        return label + ("\n" if "\n" in text or not text else " ")
-
     def status_line(self, result: ExecResult) -> str:
         """``✓ cell 9 · 0.57 s``, ``✗ KeyError · 0.01 s``, ``✗ cell 4 interrupted · 3.2 s``."""
-        ok, bad, dot = ("ok", "error:", "-") if self.ascii else ("✓", "✗", "·")
-        took = elapsed(result.duration)
-        if result.timed_out:
-            text, color = f"{bad} cell {result.cell} timed out {dot} {took}", "yellow"
-        elif result.interrupted:
-            text, color = f"{bad} cell {result.cell} interrupted {dot} {took}", "yellow"
-        elif result.error:
-            kind = sanitize(result.error_type or "error")
-            text, color = f"{bad} {kind} {dot} {took}", "red"
-        else:
-            text, color = f"{ok} cell {result.cell} {dot} {took}", "green"
-        if not self.color:
-            return text
-        mark, _, rest = text.partition(" ")
-        return style(mark, color, True) + " " + style(rest, "dim", True)
+        return status_line(result, ascii=self.ascii, color=self.color)
 
     def cell_display(self, item: Any) -> None:
         """One rich output of a cell (``display()``, a figure, a value's bundle): an image
