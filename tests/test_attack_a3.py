@@ -3,16 +3,13 @@ regression test per real finding, each failing before its fix."""
 
 from __future__ import annotations
 
-import queue
-from typing import Any
-
 import pytest
+from kernel_fakes import FakeClient, fake_kernel
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
 from llmrepl.execution import kernel_complete
 from llmrepl.execution.executor import Executor
-from llmrepl.execution.kernel import KernelExecutor
 from llmrepl.terminal.completion import PromptCompleter, kernel_of, live_namespace
 
 # -- a traceback quotes the line that failed ---------------------------------------------------
@@ -43,65 +40,14 @@ def test_a_traceback_still_quotes_lines_split_by_cr_and_crlf() -> None:
 # -- kernel Tab completion: a match is one line that can be written, sent and run -------------
 
 
-def _msg(parent: str, msg_type: str, content: Any) -> dict[str, Any]:
-    return {"parent_header": {"msg_id": parent}, "msg_type": msg_type, "header": {"msg_type": msg_type},
-            "content": content}
-
-
-class _Client:
-    """Answers silent requests at once, and each complete_request with ``matches``."""
-
-    def __init__(self, matches: list[str]) -> None:
-        self.shell: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.matches = matches
-        self.n = 0
-
-    def execute(self, code: str, silent: bool = False, store_history: bool = True,
-                user_expressions: dict[str, str] | None = None, allow_stdin: bool | None = None) -> str:
-        self.n += 1
-        self.shell.put(_msg(f"m{self.n}", "execute_reply", {"status": "ok", "user_expressions": {}}))
-        return f"m{self.n}"
-
-    def complete(self, code: str, cursor_pos: int | None = None) -> str:
-        self.n += 1
-        self.shell.put(_msg(f"m{self.n}", "complete_reply", {
-            "status": "ok", "matches": self.matches, "cursor_start": 0, "cursor_end": len(code), "metadata": {}}))
-        return f"m{self.n}"
-
-    def get_shell_msg(self, timeout: float | None = None) -> dict[str, Any]:
-        return self.shell.get(timeout=timeout)
-
-    def get_iopub_msg(self, timeout: float | None = None) -> dict[str, Any]:
-        raise queue.Empty
-
-    def stop_channels(self) -> None:
-        pass
-
-
-class _Handle:
-    description = "fake"
-
-    def interrupt(self) -> None:
-        pass
-
-    def restart(self) -> None:
-        pass
-
-    def shutdown(self) -> None:
-        pass
-
-    def is_alive(self) -> bool:
-        return True
-
-
 def test_kernel_tab_offers_no_match_that_breaks_the_line_or_cannot_be_encoded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A kernel's match with U+2028 (shown as nothing, so the line silently holds a
     character Python refuses) or a lone surrogate (the menu shows "?", the line gets what no
     cell, journal or request can encode) is not offered; the plain one still is."""
     monkeypatch.setattr(kernel_complete, "COMPLETE_WAIT", 30.0)
-    client = _Client(["sales_total\u2028", "sales_t\u2029otal", "sales_total\ud800", "sales_total"])
-    ex = KernelExecutor(lambda: (client, _Handle()))
-    assert ex.wait_ready(10), ex.start_error
+    matches = ["sales_total\u2028", "sales_t\u2029otal", "sales_total\ud800", "sales_total"]
+    ex = fake_kernel(FakeClient([{"status": "ok", "matches": matches, "cursor_start": 0, "cursor_end": 7,
+                                  "metadata": {}}]))
     completer = PromptCompleter(lambda: live_namespace(ex), lambda: kernel_of(ex))
     found = list(completer.get_completions(Document("sales_t"), CompleteEvent(completion_requested=True)))
     assert [c.text for c in found] == ["sales_total"]

@@ -7,6 +7,7 @@ Every wait is on the kernel's own messages, never a fixed sleep; no timing asser
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import pytest
 
 pytest.importorskip("ipykernel")
 pytest.importorskip("jupyter_client")
+
+from kernel_fakes import FakeClient, FakeHandle  # noqa: E402
 
 from llmrepl.engine.commands import dispatch  # noqa: E402
 from llmrepl.engine.protocols import NullDisplay, ScriptedReviewer  # noqa: E402
@@ -334,49 +337,28 @@ def test_without_kernel_no_jupyter_module_is_imported():
     assert out.stdout.strip() == "[]"
 
 
-class _StuckClient:
-    """A kernel that takes requests and never finishes the cell (stuck in C code)."""
+class _StuckClient(FakeClient):
+    """A kernel that answers the helper's install and never finishes the cell (stuck in C code)."""
 
     def __init__(self) -> None:
-        self.replies: list[dict] = []
-        self.calls = 0
+        super().__init__()
+        self.cell_started = False
 
     def execute(self, code: str, silent: bool = False, store_history: bool = True,
                 user_expressions: dict | None = None, allow_stdin: bool | None = None) -> str:
-        self.calls += 1
-        msg_id = f"m{self.calls}"
         if silent:  # the helper's install: answered
-            self.replies.append({"parent_header": {"msg_id": msg_id}, "content": {"status": "ok"}})
-        return msg_id
+            return super().execute(code, silent, store_history, user_expressions, allow_stdin)
+        self.cell_started = True
+        return self._id()
 
     def get_iopub_msg(self, timeout: float | None = None) -> dict:
-        if self.calls == 2:  # the cell started: the person presses Ctrl-C
-            self.calls += 1
+        if self.cell_started:  # the cell started: the person presses Ctrl-C
+            self.cell_started = False
             os.kill(os.getpid(), signal.SIGINT)
-        import queue
-
         raise queue.Empty
 
-    def get_shell_msg(self, timeout: float | None = None) -> dict:
-        import queue
 
-        if self.replies:
-            return self.replies.pop(0)
-        raise queue.Empty
-
-    def get_stdin_msg(self, timeout: float | None = None) -> dict:
-        import queue
-
-        raise queue.Empty
-
-    def input(self, string: str) -> None:
-        pass
-
-    def stop_channels(self) -> None:
-        pass
-
-
-class _StuckHandle:
+class _StuckHandle(FakeHandle):
     description = "stuck (fake)"
 
     def __init__(self) -> None:
@@ -385,15 +367,6 @@ class _StuckHandle:
     def interrupt(self) -> None:  # the kernel ignores it; the person presses Ctrl-C again
         self.interrupts += 1
         os.kill(os.getpid(), signal.SIGINT)
-
-    def restart(self) -> None:
-        pass
-
-    def shutdown(self) -> None:
-        pass
-
-    def is_alive(self) -> bool:
-        return True
 
 
 def test_a_kernel_that_ignores_interrupts_is_given_up_on_at_the_second_ctrl_c():

@@ -8,12 +8,11 @@ hostile matches. Waits are on replies, never fixed sleeps.
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from typing import Any
 
 import pytest
+from kernel_fakes import FakeClient, fake_kernel, kernel_msg
 from prompt_toolkit.completion import CompleteEvent, Completion
 from prompt_toolkit.document import Document
 
@@ -133,87 +132,7 @@ def test_a_remote_kernel_answers_tab_too(request, patient):
     assert remote.run("remote_total * 21").value_repr == "42"
 
 
-# -- a fake client: what a real kernel is not easily made to do ------------------------------
-
-
-def _msg(parent: str, msg_type: str, content: dict[str, Any]) -> dict[str, Any]:
-    return {"parent_header": {"msg_id": parent}, "msg_type": msg_type, "header": {"msg_type": msg_type},
-            "content": content}
-
-
-class FakeClient:
-    """Answers cells and silent requests at once; ``complete_reply`` as told: ``replies``
-    (a list of contents, one per request) or never (``None``)."""
-
-    def __init__(self, replies: list[dict[str, Any]] | None = None) -> None:
-        self.shell: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.iopub: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.replies = replies
-        self.asked: list[tuple[str, str, int]] = []  # (msg_id, code, cursor_pos)
-        self.calls = 0
-        self.lock = threading.Lock()
-
-    def _id(self) -> str:
-        with self.lock:
-            self.calls += 1
-            return f"m{self.calls}"
-
-    def execute(self, code: str, silent: bool = False, store_history: bool = True,
-                user_expressions: dict | None = None, allow_stdin: bool | None = None) -> str:
-        msg_id = self._id()
-        if not silent:
-            self.iopub.put(_msg(msg_id, "execute_result", {"data": {"text/plain": "42"}, "metadata": {}}))
-            self.iopub.put(_msg(msg_id, "status", {"execution_state": "idle"}))
-        self.shell.put(_msg(msg_id, "execute_reply", {"status": "ok", "user_expressions": {}}))
-        return msg_id
-
-    def complete(self, code: str, cursor_pos: int | None = None) -> str:
-        msg_id = self._id()
-        self.asked.append((msg_id, code, len(code) if cursor_pos is None else cursor_pos))
-        if self.replies:
-            self.shell.put(_msg(msg_id, "complete_reply", self.replies.pop(0)))
-        return msg_id
-
-    def answer_late(self, content: dict[str, Any]) -> None:
-        """The kernel answers the last completion now, after it was given up on."""
-        self.shell.put(_msg(self.asked[-1][0], "complete_reply", content))
-
-    def get_shell_msg(self, timeout: float | None = None) -> dict[str, Any]:
-        return self.shell.get(timeout=timeout)
-
-    def get_iopub_msg(self, timeout: float | None = None) -> dict[str, Any]:
-        return self.iopub.get(timeout=timeout)
-
-    def get_stdin_msg(self, timeout: float | None = None) -> dict[str, Any]:
-        raise queue.Empty
-
-    def input(self, string: str) -> None:
-        pass
-
-    def stop_channels(self) -> None:
-        pass
-
-
-class FakeHandle:
-    description = "fake"
-
-    def interrupt(self) -> None:
-        pass
-
-    def restart(self) -> None:
-        pass
-
-    def shutdown(self) -> None:
-        pass
-
-    def is_alive(self) -> bool:
-        return True
-
-
-def fake_kernel(client: FakeClient) -> KernelExecutor:
-    ex = KernelExecutor(lambda: (client, FakeHandle()))
-    assert ex.wait_ready(10), ex.start_error
-    return ex
+# -- a fake client: what a real kernel is not easily made to do (kernel_fakes.py) -------------
 
 
 def ok(*matches: str, start: int = 0, typed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -249,8 +168,8 @@ def test_a_late_complete_reply_is_never_taken_for_a_cells_reply(quick):
 def test_a_late_reply_on_the_shell_channel_is_not_taken_for_the_completions(quick):
     client = FakeClient(replies=[ok("sales_total")])
     ex = fake_kernel(client)
-    client.shell.put(_msg("m-given-up", "execute_reply", {"status": "ok"}))  # a cell abandoned
-    client.shell.put(_msg("m-old-tab", "complete_reply", ok("stale_name")))  # an earlier Tab
+    client.shell.put(kernel_msg("m-given-up", "execute_reply", {"status": "ok"}))  # a cell abandoned
+    client.shell.put(kernel_msg("m-old-tab", "complete_reply", ok("stale_name")))  # an earlier Tab
     assert [c.text for c in tab(ex, "sales_t")] == ["sales_total"]
 
 
