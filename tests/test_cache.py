@@ -273,12 +273,27 @@ def test_counts_follow_the_server_so_a_tokenizer_that_counts_more_never_overflow
 def test_a_server_that_counts_fewer_tokens_lets_more_history_in_and_odd_counts_are_ignored(server):
     server.measure_usage = True
     server.token_chars = 6   # fewer tokens per character than the estimate
-    session = _data_session(server, 100_000, 3)
+    session = _data_session(server, 100_000, 6, first_lines=60)  # long enough to be cached
     assert 0.85 <= session.context.scale < 1.0
     # a server that reports something else than the prompt's size (a scripted 10) is ignored
     server.measure_usage = False
     other = _data_session(server, 100_000, 3)
     assert other.context.scale == 1.0 and "scaled" not in other.token_report()
+
+
+def test_a_lower_count_is_believed_only_from_a_server_that_reports_its_cache_use():
+    """Some servers (older Ollama) leave the cached prefix out of prompt_tokens and report no
+    cache use: a count under the estimate from them would let requests grow past the window."""
+    ctx = Context(context_window=100_000)
+    history = [{"role": "user", "content": "please look at the data. " * 200}]
+    ctx.build(history, {})
+    sent = ctx.last.tokens if ctx.last else 0
+    ctx.observe_usage(int(sent * 0.7))                    # lower, and no cache use reported
+    assert ctx.scale == 1.0
+    ctx.observe_usage(int(sent * 0.9), cached_tokens=512)  # lower, from a server with a cache
+    assert 0.85 <= ctx.scale < 1.0
+    ctx.observe_usage(int(sent * 1.3))                    # higher is believed from any server
+    assert ctx.scale >= 1.29
 
 
 def test_the_first_exchange_stays_across_cuts_so_the_cached_prefix_outlives_them(server):

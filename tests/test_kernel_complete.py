@@ -8,7 +8,6 @@ hostile matches. Waits are on replies, never fixed sleeps.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -149,9 +148,7 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> float:
 def test_a_kernel_that_does_not_answer_gives_no_suggestions_and_no_error(quick):
     client = FakeClient(replies=None)
     ex = fake_kernel(client)
-    begin = time.monotonic()
-    assert tab(ex, "sales_t") == []
-    assert time.monotonic() - begin < quick + 10  # it gave up: never waits on the kernel
+    assert tab(ex, "sales_t") == []  # it gave up after its wait: no suggestions, no error
     assert [code for _, code, _ in client.asked] == ["sales_t"]
 
 

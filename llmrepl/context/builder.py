@@ -118,22 +118,26 @@ class Context:
         """The counter, its counts matched to the server's once it reported some."""
         return self.counter if self.scale == 1.0 else ScaledCounter(self.counter, self.scale)
 
-    def observe_usage(self, prompt_tokens: int) -> None:
-        """The server's own count of the last request's prompt (``usage.prompt_tokens``).
+    def observe_usage(self, prompt_tokens: int, cached_tokens: int = 0) -> None:
+        """The server's own count of the last request's prompt (``usage.prompt_tokens``, and
+        ``cached_tokens``, the part of it served from the server's cache).
 
         Servers count with their model's tokenizer (a llama.cpp model's is not OpenAI's),
         so from then on counts are scaled by the ratio seen (the largest of the last four:
         an underestimate would overflow the window). Counts far off (a server that reports
         something else, a scripted test count) are ignored, and the scale never goes below
-        0.85: a lower count lets more history in, an overflow costs a retry."""
+        0.85: a lower count lets more history in, an overflow costs a retry. A count lower
+        than the estimate is believed only from a server that reports its cache use: some
+        (older Ollama) leave the cached prefix out of ``prompt_tokens`` and say nothing of it."""
         sent = self._sent
         if sent < 256 or not 0 < prompt_tokens <= 10**12:
             return
         ratio = prompt_tokens / sent
-        if not RATIO_RANGE[0] <= ratio <= RATIO_RANGE[1]:
+        if not RATIO_RANGE[0] <= ratio <= RATIO_RANGE[1] or (ratio < 1 and cached_tokens <= 0):
             return
         self._ratios.append(ratio)
-        self.scale = round(min(max(max(self._ratios), 0.85), RATIO_RANGE[1]), 3)
+        ratios = tuple(self._ratios)  # the counter may be replaced from the probe's thread meanwhile
+        self.scale = round(min(max(max(ratios), 0.85), RATIO_RANGE[1]), 3)
 
     def _head(self, history: list[dict[str, Any]], counter: TokenCounter) -> tuple[int, int]:
         """(messages, tokens) of the first exchange (up to the second message the person

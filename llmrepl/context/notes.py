@@ -29,8 +29,9 @@ __all__ = [
 STATE_PREFIX = f"{NOTE_PREFIX}Session state"
 WHOLE_PREFIX = f"{STATE_PREFIX} now (it replaces earlier state notes):"  # a note that says everything
 
+
 def state_note(digest: str, namespace: Mapping[str, Any], dropped: int,
-           known: dict[str, str] | None, *, after_first: bool = False) -> tuple[str, dict[str, str]]:
+               known: dict[str, str] | None, *, after_first: bool = False) -> tuple[str, dict[str, str]]:
     """(state text, what the model knows after reading it). With ``known`` (what the state
     notes still in the history told it) only the changes are written: the earlier notes
     stay in the history unchanged, so the cached prefix keeps growing."""

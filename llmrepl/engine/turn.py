@@ -172,7 +172,7 @@ class TurnLoop:
         self.usage["requests"] += 1
         if completion.usage:
             self.usage["prompt_tokens"] += completion.usage.prompt_tokens
-            self.context.observe_usage(completion.usage.prompt_tokens)
+            self.context.observe_usage(completion.usage.prompt_tokens, completion.usage.cached_tokens)
             self.usage["completion_tokens"] += completion.usage.completion_tokens
             self.usage["cached_tokens"] = self.usage.get("cached_tokens", 0) + completion.usage.cached_tokens
             self.usage["cache_write_tokens"] = (self.usage.get("cache_write_tokens", 0)

@@ -201,7 +201,7 @@ def _run_ui(session: Any, display: TerminalDisplay, setup: ModelSetup, config: C
             session.model.warm_up()
         except Exception:
             pass  # the first request will report it properly
-        # the window a configured server runs with was asked for by ModelSetup (app.py)
+        # the window a configured server runs with was asked for by ModelSetup (model/setup.py)
 
     ui = TerminalUI(
         session,
