@@ -41,21 +41,14 @@ JOURNAL_FAILED = "cannot write the session journal"
 
 
 @pytest.fixture
-def spawn(server):
-    """Start the real command in a pty; ``prompt=False`` returns before the first ``llm>``."""
-    children: list[pexpect.spawn] = []
+def spawn(pty_llmrepl):
+    """Start the real command in a pty (conftest's ``pty_llmrepl``), everything the terminal
+    showed kept; ``prompt=False`` returns before the first ``llm>``."""
 
     def start(*args: str, prompt: bool = True, **extra_env: str) -> pexpect.spawn:
-        child = launch.spawn(["--base-url", server.base_url, *args], env=launch.child_env(tty=True, **extra_env))
-        child.logfile_read = io.StringIO()  # everything the terminal showed
-        children.append(child)
-        if prompt:
-            child.expect_exact(PROMPT)
-        return child
+        return pty_llmrepl(*args, logfile=io.StringIO(), wait=prompt, env=launch.child_env(tty=True, **extra_env))
 
-    yield start
-    for child in children:
-        child.terminate(force=True)
+    return start
 
 
 def ask(child: pexpect.spawn, text: str) -> None:
