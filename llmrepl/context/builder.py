@@ -69,10 +69,11 @@ class Context:
         redactor: Redactor | None = None,
         send_images: bool = False,
     ) -> None:
-        # counts are matched to the server's own once it reported some (observe_usage)
+        self.counter: TokenCounter = counter or ApproxCounter()
+        # counts are matched to the server's own once it reported some (observe_usage); a
+        # new model (a new counter too, perhaps) starts again at 1 (build)
         self.scale = 1.0
         self._ratios: deque[float] = deque(maxlen=4)
-        self.counter = counter or ApproxCounter()
         self.redactor = redactor or Redactor()    # the Session puts its own here
         self.context_window = context_window
         self.reserve = reserve                    # kept free for the answer (max_output_tokens)
@@ -100,16 +101,6 @@ class Context:
         self._model = ""      # the model the last request was built for: another one is counted afresh
         self._head_sent = 0   # messages of the first exchange sent before the cut (0: none, or no cut)
 
-    @property
-    def counter(self) -> TokenCounter:
-        return self._counter
-
-    @counter.setter
-    def counter(self, counter: TokenCounter) -> None:
-        """A new counter (another model's encoding): the server's counts are learnt afresh."""
-        self._counter = counter
-        self._unscaled()
-
     def _unscaled(self) -> None:
         self.scale = 1.0
         self._ratios.clear()
@@ -130,14 +121,13 @@ class Context:
         than the estimate is believed only from a server that reports its cache use: some
         (older Ollama) leave the cached prefix out of ``prompt_tokens`` and say nothing of it."""
         sent = self._sent
-        if sent < 256 or not 0 < prompt_tokens <= 10**12:
+        if sent < 256 or prompt_tokens <= 0:  # (absurd counts were read as 0: model/answer.py)
             return
         ratio = prompt_tokens / sent
         if not RATIO_RANGE[0] <= ratio <= RATIO_RANGE[1] or (ratio < 1 and cached_tokens <= 0):
             return
         self._ratios.append(ratio)
-        ratios = tuple(self._ratios)  # the counter may be replaced from the probe's thread meanwhile
-        self.scale = round(min(max(max(ratios), 0.85), RATIO_RANGE[1]), 3)
+        self.scale = round(min(max(max(self._ratios), 0.85), RATIO_RANGE[1]), 3)
 
     def _head(self, history: list[dict[str, Any]], counter: TokenCounter) -> tuple[int, int]:
         """(messages, tokens) of the first exchange (up to the second message the person
